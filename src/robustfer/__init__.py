@@ -1,0 +1,3 @@
+"""robustfer: pose- and occlusion-robust facial expression recognition."""
+
+__version__ = "0.1.0"

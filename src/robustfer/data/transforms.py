@@ -1,0 +1,175 @@
+"""Preprocessing (stored with the weights) and training augmentation.
+
+:class:`Preprocess` says how a decoded face crop becomes a model input: channels, square
+size, mean and std. It is saved in every checkpoint, and training, evaluation and (later)
+the API, CLI, service and ONNX export all build their input pipeline from it, so inference
+always matches training. Augmentation uses albumentations (no torchvision needed).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from robustfer.errors import ConfigError
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # never phone home at import
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a face crop becomes a model input.
+
+    Attributes:
+        input_size: side of the square input in pixels.
+        in_chans: 1 (grayscale) or 3 (RGB).
+        mean: per-channel mean of [0, 1] pixel values, subtracted.
+        std: per-channel std, divided by.
+        face_crop: how faces were cropped for training: ``"loose"`` means a square box with
+            margin around the face, as in FER2013/FERPlus; ``"aligned"`` a 5-point similarity
+            alignment. Informational until the face front end uses it.
+    """
+
+    input_size: int = 48
+    in_chans: int = 1
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    face_crop: str = "loose"
+
+    def __post_init__(self) -> None:
+        if self.in_chans not in (1, 3):
+            raise ConfigError(f"preprocess in_chans must be 1 or 3, got {self.in_chans}.")
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise ConfigError(
+                f"preprocess mean {self.mean} and std {self.std} need {self.in_chans} value(s), "
+                "one per input channel."
+            )
+        if self.input_size < 8:
+            raise ConfigError(f"preprocess input_size {self.input_size} is too small (>= 8).")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        d = dict(d)
+        d["mean"] = tuple(d["mean"])
+        d["std"] = tuple(d["std"])
+        return cls(**d)
+
+
+def to_channels(img: np.ndarray, in_chans: int) -> np.ndarray:
+    """Convert a uint8 (H, W) or (H, W, 3) RGB image to (H, W, in_chans)."""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == in_chans:
+        return img
+    if in_chans == 1:
+        return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None]
+    return np.repeat(img, 3, axis=2)
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize (H, W, C) to (size, size, C): area filter to shrink, bilinear to enlarge."""
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return img
+    interp = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_LINEAR
+    out = cv2.resize(img, (size, size), interpolation=interp)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def to_tensor(img: np.ndarray, pre: Preprocess) -> torch.Tensor:
+    """uint8 (H, W, C) at input size -> normalised float tensor (C, H, W)."""
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(pre.mean).view(-1, 1, 1)
+    std = torch.tensor(pre.std).view(-1, 1, 1)
+    return (x - mean) / std
+
+
+class EvalTransform:
+    """Deterministic preprocessing: channels, square resize, normalisation."""
+
+    def __init__(self, pre: Preprocess) -> None:
+        self.pre = pre
+
+    def __call__(self, img: np.ndarray) -> torch.Tensor:
+        img = resize_square(to_channels(img, self.pre.in_chans), self.pre.input_size)
+        return to_tensor(img, self.pre)
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation (albumentations), applied before the resize to input size.
+
+    Attributes:
+        hflip: probability of a horizontal flip.
+        scale: random zoom range of the affine transform.
+        translate: max shift as a fraction of the side.
+        rotate: max rotation in degrees.
+        brightness: brightness jitter (fraction).
+        contrast: contrast jitter (fraction).
+        erasing: probability of erasing one random rectangle (random-erasing regularisation).
+    """
+
+    hflip: float = 0.5
+    scale: tuple[float, float] = (0.9, 1.1)
+    translate: float = 0.1
+    rotate: float = 10.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+    erasing: float = 0.0
+
+
+class TrainTransform:
+    """Augment with albumentations, then preprocess exactly like :class:`EvalTransform`.
+
+    Randomness comes from numpy/python's global generators, which the engine seeds per
+    data-loader worker, so runs are reproducible for a given seed.
+    """
+
+    def __init__(self, pre: Preprocess, aug: AugmentConfig) -> None:
+        import albumentations as A
+
+        self.pre = pre
+        ops: list[Any] = []
+        if aug.hflip > 0:
+            ops.append(A.HorizontalFlip(p=aug.hflip))
+        if aug.rotate > 0 or aug.translate > 0 or tuple(aug.scale) != (1.0, 1.0):
+            ops.append(
+                A.Affine(
+                    scale=tuple(aug.scale), translate_percent=(-aug.translate, aug.translate),
+                    rotate=(-aug.rotate, aug.rotate), border_mode=cv2.BORDER_REFLECT_101, p=1.0,
+                )
+            )
+        if aug.brightness > 0 or aug.contrast > 0:
+            ops.append(A.RandomBrightnessContrast(aug.brightness, aug.contrast, p=0.8))
+        if aug.erasing > 0:
+            ops.append(
+                A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.1, 0.4),
+                                hole_width_range=(0.1, 0.4), fill=0, p=aug.erasing)
+            )
+        self.aug = A.Compose(ops) if ops else None
+
+    def _reseed(self) -> None:
+        # albumentations >= 2 ignores the global generators: every Compose and transform
+        # owns generators seeded from OS entropy. Reseed them for each image from numpy's
+        # global generator (seeded per worker, saved in last.pt), as the docstring promises.
+        # (albumentations 1.x draws from the global generators itself and has no such hook.)
+        if hasattr(self.aug, "set_random_state"):
+            seed = int(np.random.randint(0, 2**31 - 1))
+            self.aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+    def __call__(self, img: np.ndarray) -> torch.Tensor:
+        img = to_channels(img, self.pre.in_chans)
+        if self.aug is not None:
+            self._reseed()
+            out = self.aug(image=img)["image"]
+            img = out[:, :, None] if out.ndim == 2 else out
+        return to_tensor(resize_square(img, self.pre.input_size), self.pre)

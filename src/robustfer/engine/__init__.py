@@ -1,0 +1,1 @@
+"""Training and evaluation engine: metrics, plots and the loops that use them."""

@@ -1,0 +1,274 @@
+"""Typed experiment configuration: dataclasses loaded from YAML, overridable from the CLI.
+
+A recipe is a YAML file whose sections mirror :class:`Config`. Command-line overrides are
+``section.key=value`` strings (values parsed as YAML: ``train.epochs=3``,
+``aug.scale=[0.8,1.2]``). An unknown section or key, or a value of the wrong type, is a
+:class:`~robustfer.errors.ConfigError` that names the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import difflib
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robustfer.data.transforms import AugmentConfig
+from robustfer.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model to build, and its options."""
+
+    name: str = "compact_cnn"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Datasets, label modes and preprocessing.
+
+    ``train`` and ``val`` are dataset specs (``name:split[:subset]``). ``val`` selects the
+    checkpoint and drives early stopping; a test split is refused there. When ``val`` is
+    empty, a stratified ``val_fraction`` of train is carved out with ``val_seed``.
+    ``eval`` lists the specs evaluated with the selected checkpoint after training.
+    """
+
+    root: str | None = None
+    train: str = "ferplus:train"
+    val: str | None = "ferplus:valid"
+    eval: list[str] = field(default_factory=lambda: ["ferplus:test"])
+    num_classes: int = 8
+    label_mode: str = "majority"
+    eval_label_mode: str = "majority"
+    train_options: dict[str, Any] = field(default_factory=dict)
+    eval_options: dict[str, Any] = field(default_factory=dict)
+    val_fraction: float = 0.1
+    val_seed: int = 0
+    input_size: int = 48
+    in_chans: int = 1
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+    face_crop: str = "loose"
+    num_workers: int = 2
+    cache: bool = True
+    balanced_sampling: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule (stepped every iteration)."""
+
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    scheduler: str = "cosine"
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.0
+    step_epochs: list[int] = field(default_factory=list)
+    step_gamma: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    """Training loss: name in the loss registry and its options.
+
+    ``target``: ``hard`` (cross-entropy on the label), ``soft`` (cross-entropy on the
+    sample's soft target, FER+ *crossentropy*), ``sample`` (a one-hot label drawn from the
+    soft target at every step, FER+ *probability*) or ``auto`` (FER+ label mode decides).
+    """
+
+    name: str = "ce"
+    target: str = "auto"
+    label_smoothing: float = 0.0
+    class_weights: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings."""
+
+    epochs: int = 14
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    select_metric: str = "accuracy"
+    early_stopping_patience: int | None = None
+    max_steps_per_epoch: int | None = None
+    grad_clip: float | None = None
+    resume: bool = True
+    threads: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation after training (and of `robustfer evaluate`)."""
+
+    batch_size: int = 256
+    occluders: str = "default"
+    occlusion_seed: int = 0
+    occlusion_fill: str = "black"
+    occlusion_on: list[str] = field(default_factory=lambda: ["first"])
+    plots: bool = True
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+
+    name: str = "experiment"
+    output_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        """``output_dir/name``: where checkpoints, logs and reports go."""
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-safe dict (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+# ------------------------------------------------------------------ type checking
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to ``tp`` where lossless, else raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"config key {key!r}: bad value {value!r}")
+    expected = getattr(tp, "__name__", str(tp))
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} must be a list, got {value!r}.")
+        inner = args[0] if args else Any
+        return type(value)(_check_type(v, inner, f"{key}[]") for v in value) if origin is list \
+            else tuple(_check_type(v, inner, f"{key}[]") for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}.")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigError(f"config key {key!r} expects {expected}, got {value!r} ({type(value).__name__}).")
+
+
+def _merge(obj: Any, data: dict[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            close = difflib.get_close_matches(k, names, n=1)
+            hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown config key {key!r}.{hint} Valid keys here: {', '.join(sorted(names))}."
+            )
+        cur = getattr(obj, k)
+        if dataclasses.is_dataclass(cur):
+            if not isinstance(v, dict):
+                raise ConfigError(f"config section {key!r} must be a mapping, got {v!r}.")
+            _merge(cur, v, f"{key}.")
+        elif isinstance(cur, dict) and isinstance(v, dict):
+            # option mappings merge, so `model.options.width=0.5` keeps the other options
+            setattr(obj, k, {**cur, **v})
+        else:
+            setattr(obj, k, _check_type(v, hints[k], key))
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(
+            f"override {item!r} is not of the form section.key=value (e.g. train.epochs=3)."
+        )
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> Config:
+    """Build a :class:`Config` from defaults, an optional YAML recipe and overrides.
+
+    Raises:
+        ConfigError: on a missing/malformed file, an unknown key or a wrong type.
+    """
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist; pass a recipe such as recipes/*.yaml.")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}.")
+        _merge(cfg, data, "")
+    for item in overrides or []:
+        keys, value = _parse_override(item)
+        nested: dict[str, Any] = {keys[-1]: value}
+        for k in reversed(keys[:-1]):
+            nested = {k: nested}
+        _merge(cfg, nested, "")
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a :class:`Config` from :meth:`Config.to_dict` output (checkpoints)."""
+    cfg = Config()
+    _merge(cfg, data, "")
+    return cfg
+
+
+def dump_config(cfg: Config) -> str:
+    """YAML text of a resolved config."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

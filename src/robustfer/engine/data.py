@@ -1,0 +1,203 @@
+"""From :class:`FERDataset` to batches: the torch view, the epoch sampler, loaders, splits."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from robustfer.data.base import FERDataset, build_dataset, get_dataset_info, parse_spec
+from robustfer.errors import ConfigError
+
+
+class TorchView(Dataset):
+    """A :class:`FERDataset` as a torch dataset of dicts.
+
+    Each item: ``image`` (C, H, W) float, ``label`` int, ``soft`` (num_classes,) float,
+    ``index`` int, ``pose_bin`` int (-1 when unknown). An optional occluder is applied to the
+    decoded image before the transform, with a generator derived from (seed, index), so the
+    occluded test set is identical for a given seed whatever the batching.
+    """
+
+    def __init__(self, ds: FERDataset, transform: Callable[[np.ndarray], torch.Tensor],
+                 occluder: Any = None, occlusion_seed: int = 0, occlusion_fill: str = "black") -> None:
+        self.ds = ds
+        self.transform = transform
+        self.occluder = occluder
+        self.occlusion_seed = occlusion_seed
+        self.occlusion_fill = occlusion_fill
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        img = self.ds.load_image(i)
+        if self.occluder is not None:
+            from robustfer.data.occlusion import apply_occluder, occlusion_rng
+
+            rng = occlusion_rng(self.occlusion_seed, i, self.occluder)
+            img = apply_occluder(img, self.occluder, rng, fill=self.occlusion_fill)
+        s = self.ds.samples[i]
+        if s.soft is not None:
+            soft = torch.tensor(s.soft, dtype=torch.float32)
+        else:
+            soft = torch.zeros(self.ds.num_classes)
+            soft[s.label] = 1.0
+        return {
+            "image": self.transform(img),
+            "label": s.label,
+            "soft": soft,
+            "index": i,
+            "pose_bin": -1 if s.pose_bin is None else s.pose_bin,
+        }
+
+
+class EpochSampler(Sampler[int]):
+    """Seeded shuffling (or class-balanced sampling), sharded across DDP ranks.
+
+    The order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees exactly the
+    batches it would have seen. With ``balanced=True`` indices are drawn with replacement with
+    probability proportional to 1 / class frequency. Every rank gets ``ceil(n / world)``
+    indices (the global order is padded by wrapping around, as DistributedSampler does).
+    """
+
+    def __init__(self, labels: np.ndarray, shuffle: bool = True, balanced: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.labels = np.asarray(labels)
+        self.shuffle = shuffle
+        self.balanced = balanced
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        counts = np.bincount(self.labels, minlength=int(self.labels.max(initial=0)) + 1)
+        self.weights = torch.tensor(1.0 / counts[self.labels], dtype=torch.double)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.world_size)
+
+    def __iter__(self):  # type: ignore[override]
+        n = len(self.labels)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.balanced:
+            order = torch.multinomial(self.weights, n, replacement=True, generator=g)
+        elif self.shuffle:
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        total = len(self) * self.world_size
+        if total > n:
+            order = torch.cat([order, order[: total - n]])
+        return iter(order[self.rank:total:self.world_size].tolist())
+
+
+def _worker_init(worker_id: int) -> None:
+    # albumentations draws from python's and numpy's global generators: seed them per worker
+    # from torch's per-worker seed, which DataLoader derives from the loader's generator.
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def make_loader(view: TorchView, batch_size: int, sampler: Sampler[int] | None, num_workers: int,
+                seed: int, drop_last: bool = False) -> DataLoader:
+    """A DataLoader with seeded workers.
+
+    Workers are started afresh each epoch (cheap: the decoded-image cache is shared by fork)
+    so that :func:`seed_loader_for_epoch` can give each epoch's workers seeds that depend
+    only on (seed, epoch, rank): a resumed run then augments exactly as the original would.
+    """
+    return DataLoader(
+        view, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
+        worker_init_fn=_worker_init, generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False, drop_last=drop_last,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def seed_loader_for_epoch(loader: DataLoader, seed: int, epoch: int, rank: int = 0) -> None:
+    """Reseed the generator the loader draws its workers' base seed from, per epoch."""
+    if loader.generator is not None:
+        loader.generator.manual_seed((seed * 1_000_003 + epoch) * 131 + rank)
+
+
+def check_not_test(spec: str, role: str) -> None:
+    """Refuse a test split for training or selection (it would inflate the reported result)."""
+    _, split, _ = parse_spec(spec)
+    if split == "test":
+        raise ConfigError(
+            f"{role} is {spec!r}, a test split. Test data may only be used for the final "
+            "evaluation (data.eval); select checkpoints on a validation split, or leave data.val "
+            "empty to carve a fixed, seeded validation split out of train."
+        )
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Fixed, seeded, per-class split of indices into (train, val)."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in (0, 1), got {fraction}.")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        k = int(round(len(idx) * fraction))
+        if len(idx) > 1:
+            k = min(max(k, 1), len(idx) - 1)
+        val.extend(idx[:k].tolist())
+        train.extend(idx[k:].tolist())
+    return sorted(train), sorted(val)
+
+
+def _build(spec: str, data_cfg: Any, user_opts: dict[str, Any], label_mode: str) -> FERDataset:
+    """Build ``spec`` with the engine's options where the loader takes them, then check them.
+
+    ``num_classes``, ``cache`` and (FER+) ``label_mode`` are passed only to loaders that
+    accept them; ``user_opts`` (``data.train_options`` / ``data.eval_options``) always are,
+    so a typo there is an error. A label space that differs from ``data.num_classes`` is an
+    error rather than a silent mismatch.
+    """
+    info = get_dataset_info(parse_spec(spec)[0])
+    params = inspect.signature(info.build).parameters
+    engine_opts = {"num_classes": data_cfg.num_classes, "cache": data_cfg.cache, "label_mode": label_mode}
+    opts = {k: v for k, v in engine_opts.items() if k in params}
+    opts.update(user_opts)
+    ds = build_dataset(spec, data_cfg.root, **opts)
+    if ds.num_classes != data_cfg.num_classes:
+        raise ConfigError(
+            f"{spec} has {ds.num_classes} classes but data.num_classes is {data_cfg.num_classes}; "
+            f"set data.num_classes={ds.num_classes} (or the loader's num_classes option)."
+        )
+    ds.cache = data_cfg.cache
+    return ds
+
+
+def build_train_val(data_cfg: Any) -> tuple[FERDataset, FERDataset]:
+    """Training and selection datasets from a ``DataConfig``.
+
+    Raises:
+        ConfigError: when either would be a test split.
+    """
+    check_not_test(data_cfg.train, "data.train")
+    train = _build(data_cfg.train, data_cfg, data_cfg.train_options, data_cfg.label_mode)
+    if data_cfg.val:
+        check_not_test(data_cfg.val, "data.val")
+        val = _build(data_cfg.val, data_cfg, data_cfg.eval_options, data_cfg.eval_label_mode)
+        return train, val
+    tr_idx, va_idx = stratified_split(train.labels, data_cfg.val_fraction, data_cfg.val_seed)
+    return (train.subset_of(tr_idx, f"carved-train-{data_cfg.val_seed}"),
+            train.subset_of(va_idx, f"carved-val-{data_cfg.val_seed}"))
+
+
+def build_eval_dataset(spec: str, data_cfg: Any) -> FERDataset:
+    """A dataset for final evaluation, with the eval label mode."""
+    return _build(spec, data_cfg, data_cfg.eval_options, data_cfg.eval_label_mode)

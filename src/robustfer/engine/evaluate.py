@@ -1,0 +1,178 @@
+"""Evaluation: metrics per dataset/subset, per pose bin, and under synthetic occluders.
+
+:func:`evaluate_checkpoint` is what ``robustfer evaluate`` and the end of ``robustfer train``
+run. It writes ``report.json`` (every number, with the command and checkpoint that produced
+it) and PNG plots (confusion matrix of the first dataset, accuracy vs occlusion).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustfer.data.base import FERDataset
+from robustfer.data.transforms import EvalTransform, Preprocess
+from robustfer.engine.data import TorchView, make_loader
+from robustfer.engine.metrics import classification_metrics, format_table, group_accuracy
+from robustfer.errors import ConfigError
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: nn.Module,
+    ds: FERDataset,
+    pre: Preprocess,
+    device: torch.device,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    occluder: Any = None,
+    occlusion_seed: int = 0,
+    occlusion_fill: str = "black",
+    channels_last: bool = False,
+    progress: bool = True,
+    desc: str = "eval",
+) -> dict[str, np.ndarray]:
+    """Run ``model`` over ``ds``; returns labels, predictions, probabilities and mean loss."""
+    view = TorchView(ds, EvalTransform(pre), occluder, occlusion_seed, occlusion_fill)
+    loader = make_loader(view, batch_size, None, num_workers, seed=0)
+    was_training = model.training
+    model.eval()
+    probs, labels, loss_sum = [], [], 0.0
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        x = batch["image"].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x).logits.float()
+        y = batch["label"].to(device)
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+        probs.append(logits.softmax(-1).cpu())
+        labels.append(batch["label"])
+    model.train(was_training)
+    p = torch.cat(probs).numpy() if probs else np.zeros((0, len(ds.classes)))
+    y = torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64)
+    return {"labels": y, "probs": p, "preds": p.argmax(1) if len(p) else y,
+            "loss": np.array(loss_sum / max(1, len(y)))}
+
+
+def dataset_metrics(ds: FERDataset, out: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Classification metrics plus the per-pose table where samples carry a pose bin."""
+    m = classification_metrics(out["labels"], out["preds"], ds.classes)
+    m["loss"] = float(out["loss"])
+    bins = [s.pose_bin for s in ds.samples]
+    if any(b is not None for b in bins):
+        m["per_pose_bin"] = {str(k): v for k, v in group_accuracy(out["labels"], out["preds"], bins).items()}
+    return m
+
+
+def _occluded_specs(specs: Sequence[str], occlusion_on: Sequence[str]) -> list[str]:
+    if not specs:
+        return []
+    if list(occlusion_on) == ["first"]:
+        return [specs[0]]
+    if list(occlusion_on) == ["all"]:
+        return list(specs)
+    unknown = [s for s in occlusion_on if s not in specs]
+    if unknown:
+        raise ConfigError(
+            f"eval.occlusion_on names {unknown}, which are not in data.eval {list(specs)}; "
+            "use 'first', 'all' or specs listed in data.eval."
+        )
+    return list(occlusion_on)
+
+
+def evaluate_datasets(
+    model: nn.Module,
+    datasets: dict[str, FERDataset],
+    pre: Preprocess,
+    device: torch.device,
+    eval_cfg: Any,
+    num_workers: int = 0,
+    channels_last: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Metrics for every dataset, and occlusion robustness for the configured ones."""
+    from robustfer.data.occlusion import parse_occluders
+
+    occluders = parse_occluders(eval_cfg.occluders)
+    results: dict[str, Any] = {}
+    for spec, ds in datasets.items():
+        out = predict_dataset(model, ds, pre, device, eval_cfg.batch_size, num_workers,
+                              channels_last=channels_last, progress=progress, desc=spec)
+        results[spec] = dataset_metrics(ds, out)
+    for spec in _occluded_specs(list(datasets), eval_cfg.occlusion_on):
+        occ_res = {}
+        for occ in occluders:
+            out = predict_dataset(model, datasets[spec], pre, device, eval_cfg.batch_size,
+                                  num_workers, occ, eval_cfg.occlusion_seed, eval_cfg.occlusion_fill,
+                                  channels_last, progress, desc=f"{spec}+{occ.name}")
+            m = classification_metrics(out["labels"], out["preds"], datasets[spec].classes)
+            occ_res[occ.name] = {"accuracy": m["accuracy"],
+                                 "mean_class_accuracy": m["mean_class_accuracy"],
+                                 "macro_f1": m["macro_f1"], "n": m["n"]}
+        if occ_res:
+            results[spec]["occlusion"] = {
+                "seed": eval_cfg.occlusion_seed, "fill": eval_cfg.occlusion_fill, "results": occ_res}
+    return results
+
+
+def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per dataset and per (dataset, occluder) for :func:`format_table`."""
+    rows = []
+    for spec, m in results.items():
+        rows.append({"data": spec, "n": m["n"], "accuracy": m["accuracy"],
+                     "mean_class_acc": m["mean_class_accuracy"], "macro_f1": m["macro_f1"]})
+        for name, o in m.get("occlusion", {}).get("results", {}).items():
+            rows.append({"data": f"  + {name}", "n": o["n"], "accuracy": o["accuracy"],
+                         "mean_class_acc": o["mean_class_accuracy"], "macro_f1": o["macro_f1"]})
+    return rows
+
+
+def write_report(path: Path, results: dict[str, Any], context: dict[str, Any],
+                 plots: bool = True) -> dict[str, Any]:
+    """Write ``report.json`` and plots next to it; returns the report."""
+    from robustfer import __version__
+
+    report = {
+        "robustfer_version": __version__,
+        "command": " ".join(sys.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
+                     "torch": torch.__version__, "threads": torch.get_num_threads(),
+                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        **context,
+        "results": results,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    if plots and results:
+        from robustfer.engine.plots import plot_confusion, plot_occlusion_curve
+
+        first = next(iter(results))
+        m = results[first]
+        plot_confusion(np.array(m["confusion"]), m["class_names"], path.parent / "confusion.png",
+                       title=f"{first}: accuracy {100 * m['accuracy']:.2f} %")
+        for spec, r in results.items():
+            if "occlusion" in r:
+                occ = {k: v["accuracy"] for k, v in r["occlusion"]["results"].items()}
+                safe = spec.replace(":", "_")
+                plot_occlusion_curve(occ, path.parent / f"occlusion_{safe}.png",
+                                     clean_accuracy=r["accuracy"], title=f"{spec} under occluders")
+    return report
+
+
+def print_summary(results: dict[str, Any]) -> str:
+    """The results table as text (also returned)."""
+    text = format_table(summary_rows(results), ["data", "n", "accuracy", "mean_class_acc", "macro_f1"])
+    print(text)
+    return text
