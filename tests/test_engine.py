@@ -467,3 +467,11 @@ def test_overrides_may_follow_options(tmp_path):
     code = main(["train", "--config", RECIPE, "--output-dir", str(tmp_path), *FAST, "train.epochs=1",
                  *NO_EVAL, "--name", "late"])
     assert code == 0 and (tmp_path / "late" / "best.safetensors").exists()
+
+
+def test_datasets_inspect_parses_option_values(capsys):
+    assert main(["datasets", "inspect", "synthetic", "-o", "size=14", "-o", "num_classes=8"]) == 0
+    out = capsys.readouterr().out
+    assert "contempt" in out and "synthetic:train" in out
+    assert main(["datasets", "inspect", "synthetic", "-o", "size"]) == 2
+    assert "key=value" in capsys.readouterr().err

@@ -11,6 +11,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+import yaml
+
 from robustfer.errors import RobustferError
 
 
@@ -60,7 +62,12 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
     rows = []
     classes: tuple[str, ...] = ()
-    opts = dict(kv.split("=", 1) for kv in args.option)
+    opts = {}
+    for kv in args.option:
+        if "=" not in kv:
+            raise RobustferError(f"loader option {kv!r} is not of the form key=value (e.g. -o num_classes=7).")
+        key, raw = kv.split("=", 1)
+        opts[key] = yaml.safe_load(raw)  # numbers and booleans, as in recipes
     for split in info.splits:
         specs = [f"{info.name}:{split}"] + [f"{info.name}:{split}:{s}" for s in sorted(info.subsets)]
         for spec in specs:
