@@ -22,7 +22,7 @@ from robustfer.models import create_model
 
 
 def measure(model: torch.nn.Module, size: int, batch: int, in_chans: int, steps: int, warmup: int,
-            channels_last: bool) -> float:
+            channels_last: bool, amp_cpu: bool = False) -> float:
     """Images per second over ``steps`` timed training steps after ``warmup`` untimed ones."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(batch, in_chans, size, size)
@@ -34,7 +34,8 @@ def measure(model: torch.nn.Module, size: int, batch: int, in_chans: int, steps:
     for i in range(warmup + steps):
         if i == warmup:
             t0 = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x).logits, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp_cpu):
+            loss = torch.nn.functional.cross_entropy(model(x).logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--amp-cpu", action="store_true", help="bf16 autocast (train.amp_cpu=true)")
     p.add_argument("--option", "-o", action="append", default=[], help="model option key=value (YAML value)")
     a = p.parse_args(argv)
     if a.threads:
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     opts = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in a.option)}
     model = create_model(a.model, num_classes=8, in_chans=a.in_chans, **opts)
     n = sum(q.numel() for q in model.parameters())
-    rates = [measure(model, a.size, a.batch, a.in_chans, a.steps, a.warmup, not a.no_channels_last)
+    rates = [measure(model, a.size, a.batch, a.in_chans, a.steps, a.warmup, not a.no_channels_last,
+                     a.amp_cpu)
              for _ in range(a.repeats)]
     print(f"{a.model} {opts} {a.size}px batch {a.batch}: {n / 1e6:.2f} M params, "
           f"{torch.get_num_threads()} threads, images/s per repeat: "

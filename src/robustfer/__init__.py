@@ -1,3 +1,22 @@
-"""robustfer: pose- and occlusion-robust facial expression recognition."""
+"""robustfer: pose- and occlusion-robust facial expression recognition.
 
-__version__ = "0.1.0"
+>>> from robustfer import Recognizer
+>>> faces = Recognizer.from_pretrained("default").predict("photo.jpg")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.2.0"
+
+__all__ = ["FaceResult", "Recognizer", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `import robustfer` stays cheap (no torch/OpenCV until needed).
+    if name in ("Recognizer", "FaceResult"):
+        from robustfer.inference import recognizer
+
+        return getattr(recognizer, name)
+    raise AttributeError(f"module 'robustfer' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""The ``robustfer`` command line: ``train``, ``evaluate``, ``datasets``, ``models``.
+"""The ``robustfer`` command line: ``predict``, ``train``, ``evaluate``, ``export``, ``serve``,
+``annotate-pose``, ``datasets``, ``models``.
 
 Every subcommand is a thin wrapper over the Python API, and :func:`main` takes ``argv`` so
 tests call it directly. Errors on user input print one line and exit with status 2.
@@ -44,6 +45,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         overrides["occlusion_seed"] = args.occlusion_seed
     if args.occlusion_on is not None:
         overrides["occlusion_on"] = args.occlusion_on
+    elif args.data:  # the run's occlusion_on names the run's eval specs, not these
+        overrides["occlusion_on"] = ["first"]
+    if args.tta is not None:
+        overrides["tta"] = args.tta
     evaluate_checkpoint(args.checkpoint, args.data or [], args.data_root, args.out,
                         overrides, device=args.device, progress=not args.no_progress)
     return 0
@@ -93,9 +98,108 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recognizer(args: argparse.Namespace) -> object:
+    from robustfer.inference import Recognizer
+
+    kw: dict = {"detector": args.detector, "batch_size": args.batch_size}
+    if getattr(args, "min_score", None) is not None:
+        kw["min_score"] = args.min_score
+    return Recognizer.from_pretrained(args.model, backend=args.backend, threads=args.threads, **kw)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from robustfer.inference.batch import run_predict
+
+    rec = _recognizer(args)
+    s = run_predict(args.paths, rec, output=args.output, annotate=args.annotate, stride=args.stride,
+                    resume=args.resume, detect=not args.no_detect, recursive=not args.no_recursive,
+                    progress=not args.no_progress, table=not args.quiet)
+    parts = [f"{s.files} file(s)", f"{s.faces} face(s)"]
+    if s.frames:
+        parts.append(f"{s.frames} video frame(s)")
+    if s.skipped_done:
+        parts.append(f"{s.skipped_done} already done (--resume)")
+    if s.ignored:
+        parts.append(f"{s.ignored} non-image file(s) in folders ignored")
+    parts.append(f"{len(s.failed)} failed")
+    print("robustfer predict: " + ", ".join(parts)
+          + (f"; results in {args.output}" if args.output else "")
+          + (f"; drawings in {args.annotate}" if args.annotate else ""), file=sys.stderr)
+    return 1 if s.failed else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from robustfer.export import export_onnx
+
+    out = export_onnx(args.checkpoint, args.out, opset=args.opset)
+    print(f"wrote {out} (dynamic batch; parity with PyTorch checked on a random batch)")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from robustfer.serve import serve
+
+    serve(_recognizer(args), host=args.host, port=args.port,
+          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    return 0
+
+
+def _cmd_annotate_pose(args: argparse.Namespace) -> int:
+    from robustfer.inference.posefile import annotate_pose
+
+    annotate_pose(args.dataset, args.out, root=args.data_root, detector=args.detector,
+                  upscale=args.upscale, progress=not args.no_progress)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robustfer", description="Pose- and occlusion-robust facial expression recognition.")
     sub = p.add_subparsers(dest="command", required=True)
+
+    def model_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--model", default="default",
+                       help="'default' (shipped) or a best.safetensors / .onnx path")
+        q.add_argument("--detector", default="haar", help="haar (default), dlib, or yunet:MODEL.onnx")
+        q.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+        q.add_argument("--batch-size", type=int, default=64, help="face crops per forward pass")
+        q.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+        q.add_argument("--min-score", type=float, help="drop detections scoring below this")
+
+    pr = sub.add_parser("predict", help="faces, head pose and expressions in images, folders, videos")
+    pr.add_argument("paths", nargs="+", help="image files, video files or folders (walked recursively)")
+    model_args(pr)
+    pr.add_argument("--output", "-o", help="results file: .jsonl (one record per image/frame) or .csv (one row per face)")
+    pr.add_argument("--annotate", help="folder for images/videos with boxes, labels and probabilities drawn")
+    pr.add_argument("--stride", type=int, default=1, help="video: use every N-th frame")
+    pr.add_argument("--resume", action="store_true", help="skip files already in --output")
+    pr.add_argument("--no-detect", action="store_true", help="inputs are face crops: classify whole images")
+    pr.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
+    pr.add_argument("--quiet", "-q", action="store_true", help="do not print the results table")
+    pr.add_argument("--no-progress", action="store_true")
+    pr.set_defaults(fn=_cmd_predict)
+
+    x = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch)")
+    x.add_argument("--checkpoint", required=True, help="best.safetensors (or a run folder)")
+    x.add_argument("--format", default="onnx", choices=["onnx"])
+    x.add_argument("--out", help="output file (default: next to the checkpoint, .onnx)")
+    x.add_argument("--opset", type=int, default=18)
+    x.set_defaults(fn=_cmd_export)
+
+    sv = sub.add_parser("serve", help="HTTP service: POST /predict with an image, GET /health")
+    model_args(sv)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-upload-mb", type=float, default=10.0)
+    sv.set_defaults(fn=_cmd_serve)
+
+    ap = sub.add_parser("annotate-pose", help="write a pose-label file (image id -> yaw, bin) for a dataset")
+    ap.add_argument("dataset", help="dataset spec, e.g. ferplus:train")
+    ap.add_argument("--out", required=True, help="CSV to write (id,yaw,pitch,roll,yaw_bin,method)")
+    ap.add_argument("--data-root", help="folder holding the dataset folders")
+    ap.add_argument("--detector", default="dlib", help="dlib (landmarks; default) or haar (coarse bins)")
+    ap.add_argument("--upscale", type=int, default=4, help="upscale small crops this much before detection")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.set_defaults(fn=_cmd_annotate_pose)
 
     t = sub.add_parser("train", help="train a model from a recipe (YAML) with overrides")
     t.add_argument("--config", "-c", help="recipe YAML, e.g. recipes/ferplus_compact_cnn_cpu.yaml")
@@ -112,7 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="output folder for report.json and plots")
     e.add_argument("--occluders", help="'default', 'none' or e.g. block:0.3,eye_band")
     e.add_argument("--occlusion-seed", type=int)
-    e.add_argument("--occlusion-on", nargs="*", help="'first', 'all' or specs")
+    e.add_argument("--occlusion-on", nargs="*",
+                   help="'first', 'all' or specs (default: the run's, or 'first' with --data)")
+    e.add_argument("--tta", choices=["none", "hflip"],
+                   help="test-time augmentation (default: the run's eval.tta)")
     e.add_argument("--device", default="auto")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(fn=_cmd_evaluate)

@@ -29,3 +29,7 @@ class CheckpointError(RobustferError, ValueError):
 
 class MetricsError(RobustferError, ValueError):
     """Predictions, targets or class names that metrics cannot be computed from."""
+
+
+class ImageError(RobustferError, ValueError):
+    """An input image or video cannot be read, or is outside the supported limits."""

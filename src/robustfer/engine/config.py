@@ -39,6 +39,9 @@ class DataConfig:
     checkpoint and drives early stopping; a test split is refused there. When ``val`` is
     empty, a stratified ``val_fraction`` of train is carved out with ``val_seed``.
     ``eval`` lists the specs evaluated with the selected checkpoint after training.
+    ``input_size`` .. ``crop_shift`` become the checkpoint's :class:`Preprocess`, which the
+    inference front end follows (``crop_scale``/``crop_shift``: how to cut a face crop around a
+    detected face so that it looks like the training crops).
     """
 
     root: str | None = None
@@ -57,6 +60,8 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: [0.5])
     std: list[float] = field(default_factory=lambda: [0.5])
     face_crop: str = "loose"
+    crop_scale: float = 1.05
+    crop_shift: float = 0.0
     num_workers: int = 2
     cache: bool = True
     balanced_sampling: bool = False
@@ -97,13 +102,19 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    """Loop settings."""
+    """Loop settings.
+
+    ``amp`` trains under bf16 autocast on GPUs; ``amp_cpu`` does so on CPUs too (worth it on
+    CPUs with AVX512-BF16/AMX: the compact CNN's training step goes from 89 to 151 images/s on
+    the 2-core AMD EPYC here, ``benchmarks/train_throughput.py --amp-cpu``).
+    """
 
     epochs: int = 14
     batch_size: int = 64
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    amp_cpu: bool = False
     channels_last: bool = True
     select_metric: str = "accuracy"
     early_stopping_patience: int | None = None
@@ -124,6 +135,7 @@ class EvalConfig:
     occlusion_fill: str = "black"
     occlusion_on: list[str] = field(default_factory=lambda: ["first"])
     plots: bool = True
+    tta: str = "none"
 
 
 @dataclass

@@ -41,8 +41,15 @@ def predict_dataset(
     channels_last: bool = False,
     progress: bool = True,
     desc: str = "eval",
+    tta: str = "none",
 ) -> dict[str, np.ndarray]:
-    """Run ``model`` over ``ds``; returns labels, predictions, probabilities and mean loss."""
+    """Run ``model`` over ``ds``; returns labels, predictions, probabilities and mean loss.
+
+    ``tta="hflip"`` averages the class probabilities of each image and its mirror image
+    (test-time augmentation; the loss is then that of the averaged probabilities).
+    """
+    if tta not in ("none", "hflip"):
+        raise ConfigError(f"eval.tta {tta!r} is not known; use 'none' or 'hflip'.")
     view = TorchView(ds, EvalTransform(pre), occluder, occlusion_seed, occlusion_fill)
     loader = make_loader(view, batch_size, None, num_workers, seed=0)
     was_training = model.training
@@ -53,10 +60,12 @@ def predict_dataset(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x).logits.float()
+            p = model(x).logits.float().softmax(-1)
+            if tta == "hflip":
+                p = (p + model(x.flip(3)).logits.float().softmax(-1)) / 2
         y = batch["label"].to(device)
-        loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-        probs.append(logits.softmax(-1).cpu())
+        loss_sum += float(torch.nn.functional.nll_loss(p.clamp_min(1e-12).log(), y, reduction="sum"))
+        probs.append(p.cpu())
         labels.append(batch["label"])
     model.train(was_training)
     p = torch.cat(probs).numpy() if probs else np.zeros((0, len(ds.classes)))
@@ -108,14 +117,15 @@ def evaluate_datasets(
     results: dict[str, Any] = {}
     for spec, ds in datasets.items():
         out = predict_dataset(model, ds, pre, device, eval_cfg.batch_size, num_workers,
-                              channels_last=channels_last, progress=progress, desc=spec)
+                              channels_last=channels_last, progress=progress, desc=spec,
+                              tta=eval_cfg.tta)
         results[spec] = dataset_metrics(ds, out)
-    for spec in _occluded_specs(list(datasets), eval_cfg.occlusion_on):
+    for spec in _occluded_specs(list(datasets), eval_cfg.occlusion_on) if occluders else []:
         occ_res = {}
         for occ in occluders:
             out = predict_dataset(model, datasets[spec], pre, device, eval_cfg.batch_size,
                                   num_workers, occ, eval_cfg.occlusion_seed, eval_cfg.occlusion_fill,
-                                  channels_last, progress, desc=f"{spec}+{occ.name}")
+                                  channels_last, progress, desc=f"{spec}+{occ.name}", tta=eval_cfg.tta)
             m = classification_metrics(out["labels"], out["preds"], datasets[spec].classes)
             occ_res[occ.name] = {"accuracy": m["accuracy"],
                                  "mean_class_accuracy": m["mean_class_accuracy"],

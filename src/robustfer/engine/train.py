@@ -149,7 +149,8 @@ def resolve_target(cfg: Config) -> str:
 
 def preprocess_from(cfg: Config) -> Preprocess:
     d = cfg.data
-    return Preprocess(d.input_size, d.in_chans, tuple(d.mean), tuple(d.std), d.face_crop)
+    return Preprocess(d.input_size, d.in_chans, tuple(d.mean), tuple(d.std), d.face_crop,
+                      d.crop_scale, d.crop_shift)
 
 
 class _CsvLog:
@@ -286,7 +287,7 @@ def train(cfg: Config) -> dict[str, Any]:
                 x = x.contiguous(memory_format=torch.channels_last)
             tb = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "image"}
             with torch.autocast(device.type, dtype=torch.bfloat16,
-                                enabled=cfg.train.amp and device.type == "cuda"):
+                                enabled=cfg.train.amp and (device.type == "cuda" or cfg.train.amp_cpu)):
                 out = ddp_model(x)
             loss, parts = loss_fn(out, tb)
             if not torch.isfinite(loss):
@@ -313,7 +314,7 @@ def train(cfg: Config) -> dict[str, Any]:
         improved = False
         if dinfo.is_main:
             out_v = predict_dataset(model, val_ds, pre, device, cfg.eval.batch_size,
-                                    channels_last=channels_last, progress=False)
+                                    channels_last=channels_last, progress=False, tta=cfg.eval.tta)
             vm = dataset_metrics(val_ds, out_v)
             score = vm[cfg.train.select_metric]
             improved = score > best

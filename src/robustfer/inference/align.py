@@ -1,0 +1,113 @@
+"""Turning a detected face into the crop a model was trained on.
+
+Two ways, chosen per face:
+
+* **aligned** (when the detector gives 5 landmarks): a similarity transform (rotation, uniform
+  scale, translation; Umeyama, IEEE TPAMI 1991) maps the landmarks onto a template, so the
+  eyes end up level and where the training faces had them;
+* **box** (otherwise): a square crop around the detector's box with the margin the model's
+  preprocessing asks for (``Preprocess.crop_scale``, ``crop_shift``); FER2013/FERPlus faces
+  are loose square crops of this kind. Parts of the crop outside the image are filled by
+  replicating the border.
+
+The template and margins come from the model's :class:`~robustfer.data.transforms.Preprocess`
+(stored in its checkpoint), so inference matches training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robustfer.inference.detect import Detection
+
+#: 5-point template (right eye, left eye, nose, mouth right, mouth left as seen in the image:
+#: image-left eye first) in units of the crop side, for the loose FER2013-style crop.
+#: Derived from the 112-px ArcFace template (Deng et al., CVPR 2019) shrunk about the crop centre
+#: to the face size of the box crop; see :func:`template_for`.
+ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                        [41.5493, 92.3655], [70.7299, 92.2041]]) / 112.0
+
+
+def square_box(box: tuple[float, float, float, float], scale: float, shift: float
+               ) -> tuple[float, float, float, float]:
+    """A square of side ``scale * max(w, h)`` centred on the box, moved down by ``shift * h``."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + shift * h
+    side = scale * max(w, h)
+    return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def crop_square(image: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """The square ``box`` of ``image`` resized to ``size`` x ``size``.
+
+    Parts outside the image replicate the border. Shrinking uses area averaging (no aliasing).
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    x1, y1 = int(round(box[0])), int(round(box[1]))
+    side = max(1, int(round(box[2] - box[0])))
+    x2, y2 = x1 + side, y1 + side
+    pad = (max(0, -y1), max(0, y2 - h), max(0, -x1), max(0, x2 - w))
+    if any(pad):
+        image = cv2.copyMakeBorder(image, *pad, borderType=cv2.BORDER_REPLICATE)
+        x1, y1 = x1 + pad[2], y1 + pad[0]
+    return _resize(np.ascontiguousarray(image[y1:y1 + side, x1:x1 + side]), size)
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity transform that best maps ``src`` points to ``dst`` (least squares).
+
+    Umeyama, "Least-squares estimation of transformation parameters between two point
+    patterns", IEEE TPAMI 13(4), 1991, eqs. (34)-(42).
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    var_s = (s0 ** 2).sum() / len(src)                 # eq. (36)
+    cov = d0.T @ s0 / len(src)                         # eq. (38)
+    u, d, vt = np.linalg.svd(cov)
+    sgn = np.eye(2)
+    if np.linalg.det(cov) < 0:                         # eq. (39)
+        sgn[1, 1] = -1
+    r = u @ sgn @ vt                                   # eq. (40)
+    c = np.trace(np.diag(d) @ sgn) / max(var_s, 1e-12)  # eq. (42)
+    t = mu_d - c * r @ mu_s                            # eq. (41)
+    return np.hstack([c * r, t[:, None]])
+
+
+def template_for(crop_scale: float) -> np.ndarray:
+    """The 5-point template (crop-side units) for a box crop of margin ``crop_scale``.
+
+    The ArcFace template fills a 112-px crop that is about 1.1x a typical detector box; a crop
+    of ``crop_scale`` x the box therefore shrinks it about the centre by ``1.1 / crop_scale``.
+    """
+    return 0.5 + (ARCFACE_112 - 0.5) * (1.1 / crop_scale)
+
+
+def align_face(image: np.ndarray, det: Detection, size: int, crop_scale: float, crop_shift: float,
+               use_landmarks: bool = True) -> tuple[np.ndarray, str]:
+    """The face crop for a detection: ``(crop uint8 (size, size, C), method)``."""
+    import cv2
+
+    if use_landmarks and det.landmarks is not None and np.isfinite(det.landmarks).all():
+        m = umeyama(det.landmarks, template_for(crop_scale) * size)
+        scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+        # Warp at the face's native resolution, then shrink with area averaging.
+        native = max(size, min(8 * size, int(round(size / max(scale, 1e-6)))))
+        m = m * (native / size)
+        crop = cv2.warpAffine(image, m, (native, native), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        return _resize(crop, size), "aligned"
+    return crop_square(image, square_box(det.box, crop_scale, crop_shift), size), "box"

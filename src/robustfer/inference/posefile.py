@@ -1,0 +1,148 @@
+"""Pose-label files: ``robustfer annotate-pose`` writes them, datasets attach them.
+
+Format: a CSV with header ``id,yaw,pitch,roll,yaw_bin,method``; ``id`` is the dataset's sample
+id (for FERPlus ``FER2013Train/fer0000000.png``), angles in degrees (empty when unknown),
+``yaw_bin`` an index into :data:`robustfer.inference.pose.YAW_BINS` (empty when no face was
+found). ``FERDataset.attach_pose(read_pose_file(path))`` gives samples ``pose``/``pose_bin``;
+in a recipe, ``data.pose_file: PATH`` does it for every dataset of the run.
+
+This is how the PhaNet paper labelled AffectNet's yaw (with an external estimator): the labels
+are estimates, and :func:`ran_agreement` measures them against the RAN pose lists.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robustfer.errors import DatasetError
+
+COLUMNS = ["id", "yaw", "pitch", "roll", "yaw_bin", "method"]
+
+
+def _num(v: str | None) -> float | None:
+    if v is None or v == "":
+        return None
+    return float(v)
+
+
+def read_pose_file(path: str | Path) -> dict[str, tuple[float | None, int | None]]:
+    """``{sample id: (yaw, yaw_bin)}`` from a pose-label file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"pose-label file {path} does not exist; write one with "
+                           "`robustfer annotate-pose SPEC --out FILE`.")
+    out: dict[str, tuple[float | None, int | None]] = {}
+    with open(path, newline="") as f:
+        r = csv.DictReader(f)
+        if r.fieldnames is None or "id" not in r.fieldnames or "yaw_bin" not in r.fieldnames:
+            raise DatasetError(f"{path}: expected a CSV header with columns {COLUMNS}, got {r.fieldnames}.")
+        for i, row in enumerate(r, start=2):
+            try:
+                b = _num(row.get("yaw_bin"))
+                out[row["id"]] = (_num(row.get("yaw")), None if b is None else int(b))
+            except (TypeError, ValueError):
+                raise DatasetError(f"{path} line {i}: yaw/yaw_bin must be numbers or empty, got "
+                                   f"{row.get('yaw')!r}/{row.get('yaw_bin')!r}.") from None
+    return out
+
+
+def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, detector: str = "dlib",
+                  upscale: int = 4, progress: bool = True) -> dict[str, Any]:
+    """Estimate the head pose of every image of a dataset and write a pose-label file.
+
+    Face crops (48 px FER images) are upscaled ``upscale`` times before detection; the
+    largest detection is used. Images where no face is found get empty fields.
+    Returns a summary (and, for ``ferplus:test``, the agreement with the RAN pose lists).
+    """
+    import cv2
+    from tqdm import tqdm
+
+    from robustfer.data import build_dataset
+    from robustfer.engine.checkpoint import atomic_write
+    from robustfer.inference.detect import DlibDetector, create_detector
+    from robustfer.inference.pose import estimate_pose
+
+    ds = build_dataset(spec, root=root)
+    det = DlibDetector(upsample=0) if detector == "dlib" else create_detector(detector)
+    rows = []
+    found = 0
+    for i in tqdm(range(len(ds)), desc=f"pose {spec}", disable=not progress):
+        img, s = ds[i]
+        rgb = np.repeat(img[:, :, None], 3, 2) if img.ndim == 2 else img
+        if upscale > 1:
+            rgb = cv2.resize(rgb, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
+        dets = det.detect(rgb)
+        if not dets:
+            rows.append({"id": s.id, "yaw": "", "pitch": "", "roll": "", "yaw_bin": "", "method": "none"})
+            continue
+        found += 1
+        d = max(dets, key=lambda d: d.width * d.height)
+        p = estimate_pose(d)
+
+        def f(v: float | None) -> str:
+            return "" if v is None else f"{v:.1f}"
+
+        rows.append({"id": s.id, "yaw": f(p.yaw), "pitch": f(p.pitch), "roll": f(p.roll),
+                     "yaw_bin": "" if p.yaw_bin is None else str(p.yaw_bin), "method": p.method})
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(Path(out), write)
+    summary: dict[str, Any] = {"spec": spec, "images": len(ds), "faces_found": found,
+                               "detector": detector, "out": str(out)}
+    print(f"wrote {out}: {len(ds)} images, a face found in {found} ({100 * found / max(1, len(ds)):.1f} %)")
+    if ds.name == "ferplus" and ds.split == "test":
+        agr = ran_agreement(read_pose_file(out), root)
+        summary["ran_agreement"] = agr
+        for k, v in agr.items():
+            print(f"  RAN {k}: " + ", ".join(f"{m} {x:.3f}" if isinstance(x, float) else f"{m} {x}"
+                                            for m, x in v.items()))
+    return summary
+
+
+def ran_agreement(poses: dict[str, tuple[float | None, int | None]],
+                  root: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """How well estimated poses reproduce the RAN pose>30 / pose>45 lists of FERPlus test.
+
+    For each threshold t the estimate says "pose > t" when ``|yaw| > t`` (or, for view-only
+    estimates, when the yaw bin is a profile bin); it is compared with membership of the RAN
+    list over the majority-label test images that have an estimate. Reported: coverage (share of
+    test images with an estimate), accuracy, precision, recall, and the list's base rate.
+    """
+    from robustfer.data import build_dataset
+
+    test = build_dataset("ferplus:test", root=root)
+    out: dict[str, dict[str, Any]] = {}
+    for t in (30, 45):
+        members = {s.id for s in build_dataset(f"ferplus:test:pose{t}", root=root).samples}
+        y_true, y_pred = [], []
+        for s in test.samples:
+            yaw, b = poses.get(s.id, (None, None))
+            if yaw is not None:
+                pred = abs(yaw) > t
+            elif b is not None:
+                pred = b in (0, 4) if t >= 45 else b != 2
+            else:
+                continue
+            y_true.append(s.id in members)
+            y_pred.append(pred)
+        yt, yp = np.array(y_true, bool), np.array(y_pred, bool)
+        tp = int((yt & yp).sum())
+        out[f"pose>{t}"] = {
+            "coverage": len(yt) / max(1, len(test)),
+            "accuracy": float((yt == yp).mean()) if len(yt) else math.nan,
+            "precision": tp / max(1, int(yp.sum())),
+            "recall": tp / max(1, int(yt.sum())),
+            "base_rate": float(yt.mean()) if len(yt) else math.nan,
+            "n": len(yt),
+        }
+    return out

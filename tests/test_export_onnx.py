@@ -1,0 +1,82 @@
+"""ONNX export: dynamic batch, parity with PyTorch on real face crops, the onnx backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from robustfer import Recognizer  # noqa: E402
+from robustfer.cli import main  # noqa: E402
+from robustfer.engine.checkpoint import load_model  # noqa: E402
+from robustfer.export import OnnxClassifier  # noqa: E402
+from robustfer.inference import load_image  # noqa: E402
+from robustfer.inference.recognizer import pretrained_path  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("onnx")
+    ckpt = d / "model.safetensors"
+    ckpt.write_bytes(pretrained_path("default").read_bytes())
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx"]) == 0
+    assert (d / "model.onnx").is_file()
+    return d / "model.onnx"
+
+
+def _real_crops(rec: Recognizer, data_root: Path | None) -> np.ndarray:
+    """Face crops from the sample photos (detected) and, where present, FERPlus test images."""
+    xs = []
+    for name in ("astronaut.jpg", "grace_hopper.jpg"):
+        for _, crop, _ in rec._crops(load_image(SAMPLES / name), detect=True):
+            xs.append(rec.face_tensor(crop))
+    if data_root is not None:
+        from robustfer.data import build_dataset
+
+        ds = build_dataset("ferplus:test", root=data_root)
+        for i in range(0, len(ds), len(ds) // 30):
+            xs.append(rec.face_tensor(ds[i][0]))
+    return np.stack(xs)
+
+
+def test_onnx_parity_on_real_faces(exported: Path) -> None:
+    from conftest import DATA_ROOT
+
+    rec = Recognizer.from_pretrained("default")
+    x = _real_crops(rec, DATA_ROOT if DATA_ROOT.is_dir() else None)
+    model, _ = load_model(pretrained_path("default"))
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).logits.numpy()
+    clf = OnnxClassifier(exported)
+    got = clf.logits(x)
+    assert np.abs(ref - got).max() <= 1e-4
+    for n in (1, 5):  # dynamic batch
+        assert np.abs(clf.logits(x[:n]) - ref[:n]).max() <= 1e-4
+
+
+def test_onnx_backend_in_the_recognizer(exported: Path) -> None:
+    torch_rec = Recognizer.from_pretrained("default")
+    onnx_rec = Recognizer.from_checkpoint(exported)  # the .onnx file alone carries the metadata
+    assert onnx_rec.class_names == torch_rec.class_names
+    a = torch_rec.predict(SAMPLES / "grace_hopper.jpg")[0]
+    b = onnx_rec.predict(SAMPLES / "grace_hopper.jpg")[0]
+    assert a.expression == b.expression
+    assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) < 1e-4
+    c = Recognizer.from_checkpoint(exported.with_suffix(".safetensors"), backend="onnx")
+    assert c.predict(SAMPLES / "grace_hopper.jpg")[0].expression == a.expression
+
+
+def test_missing_onnx_file_says_how_to_make_it(tmp_path: Path) -> None:
+    from robustfer.errors import ConfigError
+
+    ckpt = tmp_path / "m.safetensors"
+    ckpt.write_bytes(pretrained_path("default").read_bytes())
+    with pytest.raises(ConfigError, match="robustfer export"):
+        Recognizer.from_checkpoint(ckpt, backend="onnx")
