@@ -80,3 +80,17 @@ def test_missing_onnx_file_says_how_to_make_it(tmp_path: Path) -> None:
     ckpt.write_bytes(pretrained_path("default").read_bytes())
     with pytest.raises(ConfigError, match="robustfer export"):
         Recognizer.from_checkpoint(ckpt, backend="onnx")
+
+
+def test_shipped_onnx_matches_the_shipped_weights() -> None:
+    """The default model's .onnx (for backend='onnx' without onnxscript) is the same model."""
+    rec = Recognizer.from_pretrained("default")
+    x = _real_crops(rec, None)
+    onnx_file = pretrained_path("default").with_suffix(".onnx")
+    assert onnx_file.is_file()
+    model, _ = load_model(pretrained_path("default"))
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).logits.numpy()
+    assert np.abs(OnnxClassifier(onnx_file).logits(x) - ref).max() <= 1e-4
+    fast = Recognizer.from_pretrained("default", backend="onnx")
+    assert fast.predict(SAMPLES / "astronaut.jpg")[0].expression == "happiness"

@@ -19,6 +19,20 @@ from robustfer import Recognizer  # noqa: E402
 from robustfer.serve import create_app  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def _png_header(w: int, h: int) -> bytes:
+    """A tiny PNG whose header claims w x h pixels (a decompression-bomb stand-in)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
 LIMIT = 1024 * 1024  # 1 MB upload limit for the test server
 
 
@@ -74,6 +88,8 @@ def test_whole_image_mode(server: str) -> None:
     (b"", 422, "empty"),
     (b"this is text, not an image", 422, "not an image"),
     ((SAMPLES / "astronaut.jpg").read_bytes()[:3000], 422, "truncated or corrupt"),
+    (_png_header(20000, 20000), 422, "over the limit"),
+    (_png_header(1, 1), 422, "too small"),
 ])
 def test_bad_uploads(server: str, data: bytes, status: int, text: str) -> None:
     r = _post(server, "x.jpg", data)

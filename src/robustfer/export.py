@@ -117,6 +117,9 @@ class OnnxClassifier:
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
+        # No busy-waiting between runs: spinning threads would steal the cores from the face
+        # detector running between two classifications.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

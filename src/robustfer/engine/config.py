@@ -41,7 +41,8 @@ class DataConfig:
     ``eval`` lists the specs evaluated with the selected checkpoint after training.
     ``input_size`` .. ``crop_shift`` become the checkpoint's :class:`Preprocess`, which the
     inference front end follows (``crop_scale``/``crop_shift``: how to cut a face crop around a
-    detected face so that it looks like the training crops).
+    detected face so that it looks like the training crops). ``pose_file`` attaches head-pose
+    labels from a ``robustfer annotate-pose`` CSV to every dataset of the run (by sample id).
     """
 
     root: str | None = None
@@ -65,6 +66,7 @@ class DataConfig:
     num_workers: int = 2
     cache: bool = True
     balanced_sampling: bool = False
+    pose_file: str | None = None
 
 
 @dataclass

@@ -178,6 +178,10 @@ def _build(spec: str, data_cfg: Any, user_opts: dict[str, Any], label_mode: str)
             f"set data.num_classes={ds.num_classes} (or the loader's num_classes option)."
         )
     ds.cache = data_cfg.cache
+    if getattr(data_cfg, "pose_file", None):
+        from robustfer.inference.posefile import read_pose_file
+
+        ds = ds.attach_pose(read_pose_file(data_cfg.pose_file))
     return ds
 
 

@@ -1,0 +1,69 @@
+"""Pose-label files: annotate-pose writes them, the engine attaches them, RAN agreement."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from robustfer.cli import main
+from robustfer.engine.config import DataConfig
+from robustfer.engine.data import _build
+from robustfer.errors import DatasetError
+from robustfer.inference.posefile import COLUMNS, ran_agreement, read_pose_file
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_pose_file_is_attached_by_the_engine(tmp_path: Path) -> None:
+    f = _write(tmp_path / "p.csv", [
+        {"id": "test/00000", "yaw": "-60.5", "pitch": "", "roll": "", "yaw_bin": "0", "method": "landmarks"},
+        {"id": "test/00001", "yaw": "", "pitch": "", "roll": "", "yaw_bin": "", "method": "none"},
+    ])
+    cfg = DataConfig(train="synthetic:train", val="synthetic:valid", num_classes=7, pose_file=str(f))
+    ds = _build("synthetic:test", cfg, {}, "majority")
+    assert (ds.samples[0].pose, ds.samples[0].pose_bin) == (-60.5, 0)
+    assert (ds.samples[1].pose, ds.samples[1].pose_bin) == (None, None)
+    plain = _build("synthetic:test", DataConfig(num_classes=7), {}, "majority")
+    assert ds.samples[2] == plain.samples[2]  # ids not in the file keep their own pose
+
+
+def test_bad_pose_files(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="does not exist"):
+        read_pose_file(tmp_path / "nope.csv")
+    (tmp_path / "h.csv").write_text("name,angle\na,1\n")
+    with pytest.raises(DatasetError, match="header"):
+        read_pose_file(tmp_path / "h.csv")
+    (tmp_path / "v.csv").write_text("id,yaw,yaw_bin\na,left,1\n")
+    with pytest.raises(DatasetError, match="line 2"):
+        read_pose_file(tmp_path / "v.csv")
+
+
+def test_annotate_pose_cli_writes_one_row_per_image(tmp_path: Path) -> None:
+    out = tmp_path / "poses.csv"
+    assert main(["annotate-pose", "synthetic:test", "--out", str(out), "--detector", "haar",
+                 "--no-progress"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 200 and list(rows[0]) == COLUMNS
+    assert len(read_pose_file(out)) == 200
+
+
+@pytest.mark.data
+def test_ran_agreement_is_perfect_for_the_lists_themselves(data_root: Path) -> None:
+    from robustfer.data import build_dataset
+
+    p30 = {s.id for s in build_dataset("ferplus:test:pose30", root=data_root).samples}
+    p45 = {s.id for s in build_dataset("ferplus:test:pose45", root=data_root).samples}
+    test = build_dataset("ferplus:test", root=data_root)
+    poses = {s.id: ((50.0 if s.id in p45 else 40.0 if s.id in p30 else 0.0), None) for s in test.samples}
+    agr = ran_agreement(poses, data_root)
+    for k in ("pose>30", "pose>45"):
+        assert agr[k]["accuracy"] == 1.0 and agr[k]["coverage"] == 1.0
+    assert agr["pose>30"]["base_rate"] == pytest.approx(1170 / 3137)
