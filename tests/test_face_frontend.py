@@ -191,3 +191,21 @@ def test_pose_from_view_is_coarse_and_honest() -> None:
     p = pose_from_view("profile_left")
     assert p.yaw is None and p.yaw_bin_name == "full_left"
     assert pose_from_view("any").yaw_bin is None
+
+
+def test_dlib_landmarks_on_a_real_portrait() -> None:
+    pytest.importorskip("dlib")
+    from robustfer.inference.detect import DlibDetector
+    from robustfer.inference.pose import estimate_pose
+
+    img = load_image(SAMPLES / "grace_hopper.jpg")
+    dets = DlibDetector().detect(img)
+    assert len(dets) == 1 and iou(dets[0].box, FACES["grace_hopper.jpg"]) > 0.5
+    lm = dets[0].landmarks
+    assert lm.shape == (5, 2)
+    assert lm[0, 0] < lm[2, 0] < lm[1, 0]            # nose between the eyes, image left to right
+    assert lm[2, 1] > max(lm[0, 1], lm[1, 1])         # and below them
+    pose = estimate_pose(dets[0])
+    assert pose.method == "landmarks" and abs(pose.yaw) < 20 and abs(pose.roll) < 15
+    crop, how = align_face(img, dets[0], 48, 1.05, 0.0)
+    assert how == "aligned" and crop.shape == (48, 48, 3)

@@ -116,3 +116,15 @@ def test_from_checkpoint_path_matches_default(rec: Recognizer) -> None:
     a = rec.predict(SAMPLES / "grace_hopper.jpg")[0].probabilities
     b = other.predict(SAMPLES / "grace_hopper.jpg")[0].probabilities
     assert _close(a, b)
+
+
+def test_profile_photo_is_found_and_its_turn_named(rec: Recognizer) -> None:
+    # camera.png: the photographer faces the image's right, i.e. he is turned to his left;
+    # only the profile pass on the mirrored image finds him.
+    faces = rec.predict(SAMPLES / "camera.png")
+    assert len(faces) == 1
+    assert faces[0].pose.yaw_bin_name == "full_left" and faces[0].pose.yaw is None
+    from robustfer.inference import HaarDetector
+
+    frontal_only = Recognizer.from_pretrained("default", detector=HaarDetector(profile="never"))
+    assert frontal_only.predict(SAMPLES / "camera.png") == []
