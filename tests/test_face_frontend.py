@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from robustfer.errors import ConfigError
-from robustfer.inference.align import align_face, crop_square, square_box, template_for, umeyama
+from robustfer.inference.align import FER_EYES, align_face, crop_square, eye_template, square_box, umeyama
 from robustfer.inference.detect import Detection, HaarDetector, create_detector, iou, nms
 from robustfer.inference.io import load_image
 from robustfer.inference.pose import NOSE_GEOMETRY, pose_from_landmarks, pose_from_view
@@ -138,21 +138,24 @@ def test_square_box_geometry() -> None:
     assert (y1, y2) == (10.0, 50.0)
 
 
-def test_alignment_puts_landmarks_on_the_template() -> None:
+def test_alignment_puts_the_eyes_where_training_crops_have_them() -> None:
     img = np.zeros((200, 200, 3), np.uint8)
-    tpl = template_for(1.25) * 64
-    # landmarks = template rotated by 20 degrees, scaled x2 and shifted: alignment undoes it
+    eyes = eye_template(1.05) * 64
+    assert np.allclose(eye_template(1.05), FER_EYES)
+    # the face: eyes rotated by 20 degrees, scaled x2 and shifted; nose/mouth anywhere
     a = math.radians(20)
     r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    lm = 2.0 * tpl @ r.T + 30
-    for x, y in lm:
+    lm = np.vstack([2.0 * eyes @ r.T + 30, [[90, 120], [80, 150], [110, 150]]])
+    for x, y in lm[:2]:
         img[int(round(y)), int(round(x))] = 255
     det = Detection((0, 0, 200, 200), 1.0, lm)
-    crop, how = align_face(img, det, 64, 1.25, 0.0)
+    crop, how = align_face(img, det, 64, 1.05, 0.0)
     assert how == "aligned" and crop.shape == (64, 64, 3)
     ys, xs = np.nonzero(crop[:, :, 0] > 20)
-    for tx, ty in tpl:
+    for tx, ty in eyes:
         assert np.min(np.hypot(xs - tx, ys - ty)) < 1.5
+    looser = eye_template(2.1)  # twice the margin: eyes half as far apart, still centred
+    assert looser[1, 0] - looser[0, 0] == pytest.approx((FER_EYES[1, 0] - FER_EYES[0, 0]) / 2)
 
 
 def _project(yaw: float, pitch: float, roll: float, nose: str = "tip") -> np.ndarray:
