@@ -101,7 +101,8 @@ def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, de
                                "detector": detector, "out": str(out)}
     print(f"wrote {out}: {len(ds)} images, a face found in {found} ({100 * found / max(1, len(ds)):.1f} %)")
     if ds.name == "ferplus" and ds.split == "test":
-        agr = ran_agreement(read_pose_file(out), root)
+        pitch = {r["id"]: float(r["pitch"]) for r in rows if r["pitch"] != ""}
+        agr = ran_agreement(read_pose_file(out), root, pitch)
         summary["ran_agreement"] = agr
         for k, v in agr.items():
             print(f"  RAN {k}: " + ", ".join(f"{m} {x:.3f}" if isinstance(x, float) else f"{m} {x}"
@@ -110,13 +111,16 @@ def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, de
 
 
 def ran_agreement(poses: dict[str, tuple[float | None, int | None]],
-                  root: str | Path | None = None) -> dict[str, dict[str, Any]]:
+                  root: str | Path | None = None,
+                  pitch: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """How well estimated poses reproduce the RAN pose>30 / pose>45 lists of FERPlus test.
 
     For each threshold t the estimate says "pose > t" when ``|yaw| > t`` (or, for view-only
     estimates, when the yaw bin is a profile bin); it is compared with membership of the RAN
     list over the majority-label test images that have an estimate. Reported: coverage (share of
-    test images with an estimate), accuracy, precision, recall, and the list's base rate.
+    test images with an estimate), accuracy, precision, recall, the list's base rate, and --
+    threshold-free -- the ROC AUC of ``|yaw|`` and, given ``pitch``, of ``max(|yaw|, |pitch|)``
+    (the RAN lists count faces turned up or down too).
     """
     from robustfer.data import build_dataset
 
@@ -137,6 +141,17 @@ def ran_agreement(poses: dict[str, tuple[float | None, int | None]],
             y_pred.append(pred)
         yt, yp = np.array(y_true, bool), np.array(y_pred, bool)
         tp = int((yt & yp).sum())
+        aucs: dict[str, float] = {}
+        with_yaw = [s for s in test.samples if poses.get(s.id, (None, None))[0] is not None]
+        y_auc = np.array([s.id in members for s in with_yaw], bool)
+        if 0 < y_auc.sum() < len(y_auc):
+            from sklearn.metrics import roc_auc_score
+
+            yaw = np.array([abs(poses[s.id][0]) for s in with_yaw])  # type: ignore[arg-type]
+            aucs["auc_abs_yaw"] = float(roc_auc_score(y_auc, yaw))
+            if pitch is not None:
+                pit = np.array([abs(pitch.get(s.id, 0.0)) for s in with_yaw])
+                aucs["auc_max_abs_yaw_pitch"] = float(roc_auc_score(y_auc, np.maximum(yaw, pit)))
         out[f"pose>{t}"] = {
             "coverage": len(yt) / max(1, len(test)),
             "accuracy": float((yt == yp).mean()) if len(yt) else math.nan,
@@ -144,5 +159,6 @@ def ran_agreement(poses: dict[str, tuple[float | None, int | None]],
             "recall": tp / max(1, int(yt.sum())),
             "base_rate": float(yt.mean()) if len(yt) else math.nan,
             "n": len(yt),
+            **aucs,
         }
     return out
