@@ -99,3 +99,5 @@ def test_no_detect_and_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["predict", str(SAMPLES), "-o", str(tmp_path / "r.txt"), "--no-progress"]) == 2
     assert ".jsonl or .csv" in capsys.readouterr().err
     assert main(["predict", str(SAMPLES), "--model", "nope", "--no-progress"]) == 2
+    assert main(["predict", str(SAMPLES), "--stride", "0", "--no-progress"]) == 2
+    assert "--stride (0)" in capsys.readouterr().err

@@ -108,8 +108,11 @@ def _recognizer(args: argparse.Namespace) -> object:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from robustfer.errors import ConfigError
     from robustfer.inference.batch import run_predict
 
+    if args.stride < 1 or args.batch_size < 1:
+        raise ConfigError(f"--stride ({args.stride}) and --batch-size ({args.batch_size}) must be >= 1.")
     rec = _recognizer(args)
     s = run_predict(args.paths, rec, output=args.output, annotate=args.annotate, stride=args.stride,
                     resume=args.resume, detect=not args.no_detect, recursive=not args.no_recursive,
