@@ -128,3 +128,13 @@ def test_profile_photo_is_found_and_its_turn_named(rec: Recognizer) -> None:
 
     frontal_only = Recognizer.from_pretrained("default", detector=HaarDetector(profile="never"))
     assert frontal_only.predict(SAMPLES / "camera.png") == []
+
+
+def test_dlib_recognizer_gives_strict_json_and_an_aligned_crop() -> None:
+    pytest.importorskip("dlib")
+    rec = Recognizer.from_pretrained("default", detector="dlib")
+    f = rec.predict(SAMPLES / "grace_hopper.jpg")[0]
+    assert f.crop == "aligned" and f.pose.method == "landmarks"
+    d = f.to_dict()
+    json.dumps(d, allow_nan=False)  # missing landmark points are null, not NaN
+    assert d["landmarks"][3] == [None, None]

@@ -99,7 +99,7 @@ def align_face(image: np.ndarray, det: Detection, size: int, crop_scale: float, 
     """The face crop for a detection: ``(crop uint8 (size, size, C), method)``."""
     import cv2
 
-    if use_landmarks and det.landmarks is not None and np.isfinite(det.landmarks).all():
+    if use_landmarks and det.landmarks is not None and np.isfinite(det.landmarks[:2]).all():
         # Two eye centres fix a similarity exactly (rotation, scale, shift); the nose and mouth
         # points mean different things for different detectors, so they are not used.
         m = umeyama(det.landmarks[:2], eye_template(crop_scale) * size)

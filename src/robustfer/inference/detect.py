@@ -40,7 +40,8 @@ class Detection:
     Attributes:
         box: ``(x1, y1, x2, y2)`` in pixels of the input image.
         score: detector confidence in [0, 1] (a ranking score, not a calibrated probability).
-        landmarks: ``(5, 2)`` array in :data:`LANDMARK_NAMES` order, or None.
+        landmarks: ``(5, 2)`` array in :data:`LANDMARK_NAMES` order (NaN rows for points the
+            detector does not give, e.g. dlib's mouth corners), or None.
         view: which model found the face: ``"frontal"``, ``"profile_left"`` (the subject
             turned to their left, showing the right cheek), ``"profile_right"``, or
             ``"any"`` for detectors that do not say.
@@ -237,7 +238,7 @@ class DlibDetector:
         s = min(1.0, self.max_side / max(h, w))
         img = image if s == 1.0 else cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
         img = np.ascontiguousarray(img)
-        rects, scores, _ = self._detector.run(img, self.upsample, -0.2)
+        rects, scores, _ = self._detector.run(img, self.upsample, 0.0)
         dets = []
         for r, sc in zip(rects, scores):
             shape = self._shape(img, r)
@@ -246,17 +247,12 @@ class DlibDetector:
             p = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=np.float64) / s
             left_img_eye = (p[2] + p[3]) / 2  # subject's right eye, image left
             right_img_eye = (p[0] + p[1]) / 2
-            nose = p[4]
-            # The 5-point model has no mouth corners; estimate them below the nose, on the
-            # line perpendicular to the eyes (used only for alignment, never reported as measured).
-            eye_vec = right_img_eye - left_img_eye
-            down = np.array([-eye_vec[1], eye_vec[0]])
-            mouth_c = nose + 0.45 * down
-            lm = np.stack([left_img_eye, right_img_eye, nose, mouth_c - 0.4 * eye_vec, mouth_c + 0.4 * eye_vec])
+            # The 5-point model has no mouth corners: those rows are NaN, never made up.
+            lm = np.stack([left_img_eye, right_img_eye, p[4], [np.nan, np.nan], [np.nan, np.nan]])
             box = (max(0.0, r.left() / s), max(0.0, r.top() / s), min(float(w), r.right() / s),
                    min(float(h), r.bottom() / s))
             score = float(1.0 / (1.0 + np.exp(-2.0 * sc)))
-            dets.append(Detection(box, score, lm, "any", {"mouth_estimated": True, "nose_point": "base"}))
+            dets.append(Detection(box, score, lm, "any", {"nose_point": "base"}))
         return nms(dets)
 
 

@@ -31,7 +31,7 @@ def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], bars: bool = True
         c = _color(f.expression)
         cv2.rectangle(out, (x1, y1), (x2, y2), c, thick)
         if f.landmarks is not None:
-            for px, py in f.landmarks:
+            for px, py in f.landmarks[np.isfinite(f.landmarks).all(1)]:
                 cv2.circle(out, (int(px), int(py)), thick + 1, (0, 255, 0), -1)
         pose = f.pose.yaw_bin_name or "?"
         if f.pose.yaw is not None:

@@ -107,6 +107,6 @@ def pose_from_view(view: str) -> HeadPose:
 
 def estimate_pose(det: Detection) -> HeadPose:
     """The best pose estimate a detection allows."""
-    if det.landmarks is not None and np.isfinite(det.landmarks).all():
+    if det.landmarks is not None and np.isfinite(det.landmarks[:3]).all():  # eyes and nose
         return pose_from_landmarks(det.landmarks, det.extra.get("nose_point", "tip"))
     return pose_from_view(det.view)

@@ -72,7 +72,8 @@ class FaceResult:
             "confidence": round(float(self.confidence), 4),
             "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()},
             "pose": self.pose.to_dict(),
-            "landmarks": None if self.landmarks is None else np.round(self.landmarks, 1).tolist(),
+            "landmarks": None if self.landmarks is None else [
+                [round(float(v), 1) if np.isfinite(v) else None for v in pt] for pt in self.landmarks],
             "crop": self.crop,
         }
 
