@@ -37,7 +37,7 @@ class Preprocess:
         crop_scale: side of the square crop the face front end cuts around a detected face,
             relative to the (Haar frontal) face box. The default 1.05 was measured on FERPlus:
             the Haar cascade's box on 1,009 of 1,500 random FER2013Train faces has a median side
-            of 0.96 of the image (1 / 1.043) and is centred (``robustfer.inference.align``).
+            of 0.96 of the image (1 / 1.043) and is centred (``benchmarks/calibrate_face_crop.py``).
         crop_shift: vertical offset of the crop centre below the box centre, in box heights.
     """
 

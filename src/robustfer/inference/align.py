@@ -23,7 +23,8 @@ from robustfer.inference.detect import Detection
 #: Eye centres (image-left eye first) in FER2013/FERPlus crops, in units of the crop side:
 #: medians of dlib's 5-point landmarks on 1,251 of 1,500 random FER2013Train faces (padded by
 #: 16 px and upscaled 4x so dlib could see them): (0.3125, 0.398) and (0.6797, 0.396), i.e.
-#: eyes 0.367 apart, centred, 0.397 down. Made symmetric here.
+#: eyes 0.367 apart, centred, 0.397 down (``benchmarks/calibrate_face_crop.py --landmarks``).
+#: Made symmetric here.
 FER_EYES = np.array([[0.5 - 0.1836, 0.397], [0.5 + 0.1836, 0.397]])
 #: ``crop_scale`` of the Haar box measured on the same kind of crops (Preprocess default).
 FER_CROP_SCALE = 1.05

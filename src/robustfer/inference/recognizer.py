@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from robustfer.data.transforms import Preprocess, resize_square, to_channels
+from robustfer.data.transforms import EvalTransform, Preprocess
 from robustfer.errors import ConfigError, RobustferError
 from robustfer.inference.align import align_face
 from robustfer.inference.detect import Detection, FaceDetector, create_detector
@@ -217,6 +217,7 @@ class Recognizer:
             classifier = TorchClassifier(model, device)
         self.classifier = classifier
         self.preprocess = preprocess
+        self._transform = EvalTransform(preprocess)
         self.class_names = tuple(class_names)
         self._detector_spec = detector
         self._detector: FaceDetector | None = None
@@ -280,13 +281,8 @@ class Recognizer:
 
     # ----------------------------------------------------------------------------- pieces
     def face_tensor(self, crop: np.ndarray) -> np.ndarray:
-        """uint8 RGB crop -> normalised float32 (C, S, S), as the model was trained."""
-        pre = self.preprocess
-        img = resize_square(to_channels(crop, pre.in_chans), pre.input_size)
-        x = img.astype(np.float32).transpose(2, 0, 1) / 255.0
-        mean = np.asarray(pre.mean, dtype=np.float32)[:, None, None]
-        std = np.asarray(pre.std, dtype=np.float32)[:, None, None]
-        return (x - mean) / std
+        """uint8 RGB crop -> normalised float32 (C, S, S): the evaluation transform itself."""
+        return self._transform(crop).numpy()
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         dets = [d for d in self.detector.detect(image) if d.score >= self.min_score]
