@@ -22,6 +22,11 @@ SMALL: dict[str, tuple[dict, int]] = {
     "resnet18": ({"width": 0.25}, 32),
     "resnet50": ({"width": 0.25}, 32),
     "compact_cnn": ({}, 48),
+    "ran_compact_cnn": ({"width": 0.25}, 48),
+    "ran_resnet18": ({"width": 0.125, "crop_size": 32}, 40),
+    "ran_resnet50": ({"width": 0.125}, 32),
+    "scan_cci_resnet50": ({"width": 0.125}, 64),
+    "scan_cci_resnet18": ({"width": 0.25}, 48),
 }
 
 

@@ -277,6 +277,7 @@ def train(cfg: Config) -> dict[str, Any]:
         ddp_model.train()
         t0 = time.time()
         loss_sum, correct, seen = 0.0, 0, 0
+        part_sums: dict[str, float] = {}
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.train.epochs}",
                    disable=not (cfg.train.progress and dinfo.is_main), dynamic_ncols=True)
         for step, batch in enumerate(loader):
@@ -302,6 +303,8 @@ def train(cfg: Config) -> dict[str, Any]:
             scheduler.step()
             n = x.shape[0]
             loss_sum += float(loss.detach()) * n
+            for k, v in parts.items():
+                part_sums[k] = part_sums.get(k, 0.0) + v * n
             correct += int((out.logits.detach().argmax(1) == tb["label"]).sum())
             seen += n
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
@@ -330,6 +333,9 @@ def train(cfg: Config) -> dict[str, Any]:
                    "val_macro_f1": vm["macro_f1"], "epoch_seconds": round(train_time, 1),
                    "images_per_second": round(seen * dinfo.world_size / max(train_time, 1e-9), 1),
                    "best": improved}
+            if set(part_sums) != {"ce"}:
+                # a method's loss terms (e.g. RAN's region-biased loss), epoch means
+                row.update({f"train_{k}": v / max(1, seen) for k, v in part_sums.items()})
             history.append(row)
             log.write(row)
             save_training_state(last_path, {

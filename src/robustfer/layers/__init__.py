@@ -1,0 +1,1 @@
+"""Reusable attention and region layers shared by the attention models."""

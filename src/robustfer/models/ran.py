@@ -1,0 +1,246 @@
+"""Region Attention Networks (RAN).
+
+Wang, Peng, Yang, Meng, Qiao, "Region Attention Networks for Pose and Occlusion Robust Facial
+Expression Recognition", IEEE Transactions on Image Processing 29, 2020 (arXiv 1905.04075).
+Official code: github.com/kaiwang960112/Challenge-condition-FER-dataset (``FERplus_dir``,
+``AffectNet_dir``).
+
+The face and K region crops of it go through one shared backbone; a self-attention module
+weights the region features, a relation-attention module re-weights them against their
+weighted mean, and the classifier reads the result (paper Sec. III-B; equation numbers below
+are the paper's). The region-biased loss (Eq. 5) is :class:`robustfer.losses.RANLoss`
+(``loss.name: ran``); the model returns everything it needs.
+
+Regions (``regions=``), computed on the fly from the one input image, inside the model:
+
+* ``"fixed"``: fractions of the face, by default the seven boxes of the official AffectNet
+  code (:data:`~robustfer.layers.regions.RAN_FIXED_BOXES`), or any ``boxes=`` given.
+* ``"random"``: ``num_regions`` random square crops per image (side ``random_scale`` of the
+  face), fresh every training step; in evaluation a fixed set drawn once from
+  ``random_seed`` at construction (stored in the checkpoint), so predictions are
+  deterministic.
+* ``"landmarks"``: squares of ``landmark_side`` centred on the landmarks passed as
+  ``forward(x, landmarks=...)`` (B, L, 2 pixels); the engine passes a batch's ``landmarks``.
+
+Outputs: ``logits``; ``features`` = the classifier's input P (or F_m without relation
+attention); ``attention_weights`` = the self-attention weights mu (B, 1 + K), **whole face
+first**; ``extras["relation_weights"]`` = nu (B, 1 + K); ``boxes`` (B, 1 + K, 4) in input
+pixels, the whole face first.
+
+Deviations from the official code, on purpose:
+
+* The official crop augmentation (``CaffeCrop``) computes a jittered crop and then returns the
+  uncropped, resized image; here crops are real (and ``random`` regions really are random).
+* The official FERPlus/AffectNet code applies a softmax across regions to the sigmoid
+  weights mu and nu, which the paper does not have. ``softmax_weights=True`` reproduces it;
+  the default (False) follows the paper.
+* The official code runs the backbone once per region, so in training each region is
+  batch-normalised with its own statistics. Here the face and the crops go through the
+  backbone as one batch when they have the same size (one call instead of K + 1); evaluation
+  (running statistics) is unaffected.
+* The official region-biased loss loops over the batch in Python; ours is vectorised.
+* Backbones: ResNet-18 as in the paper's main results, ResNet-50, and the compact CNN for
+  CPU-scale runs. The paper initialises from a face-recognition model (MS-Celeb-1M); robustfer
+  ships no such weights, so training starts from scratch unless ``robustfer train`` is given
+  weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from robustfer.errors import ModelError
+from robustfer.layers.regions import RAN_FIXED_BOXES, check_boxes, crop_regions, landmark_boxes, random_boxes
+from robustfer.models._registry import register_model
+from robustfer.models.backbones import ResNet
+from robustfer.models.baselines import CompactCNN
+from robustfer.models.output import ModelOutput
+
+REGION_MODES = ("fixed", "random", "landmarks")
+
+
+class RAN(nn.Module):
+    """Region Attention Network over a shared feature extractor.
+
+    Args:
+        trunk: feature extractor, (B, C, H, W) -> (B, D, h, w) feature map.
+        feat_dim: D.
+        num_classes: expression classes.
+        regions: ``"fixed"``, ``"random"`` or ``"landmarks"`` (module docstring).
+        boxes: fixed boxes as fractions ``(x0, y0, x1, y1)``; default the official seven.
+        num_regions: number of random crops (``regions="random"``).
+        random_scale: side range of random crops, as a fraction of the face.
+        random_seed: seed of the evaluation-time random boxes.
+        landmark_side: side of landmark-centred crops, as a fraction of the face.
+        crop_size: side the crops are resized to; ``None`` = the input's side (the official
+            code resizes every crop to the face's 224 px).
+        relation: use relation attention (Eq. 3-4); ``False`` classifies F_m (Eq. 2), the
+            paper's self-attention-only ablation.
+        softmax_weights: the official code's softmax over mu and nu (not in the paper).
+        drop_rate: dropout before the classifier (not in the paper; 0 by default).
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        feat_dim: int,
+        num_classes: int,
+        regions: str = "fixed",
+        boxes: Sequence[Sequence[float]] | None = None,
+        num_regions: int = 5,
+        random_scale: tuple[float, float] = (0.7, 0.95),
+        random_seed: int = 0,
+        landmark_side: float = 0.4,
+        crop_size: int | None = None,
+        relation: bool = True,
+        softmax_weights: bool = False,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if regions not in REGION_MODES:
+            raise ModelError(f"RAN regions={regions!r} is unknown; use one of {REGION_MODES}.")
+        self.trunk = trunk
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.regions = regions
+        self.random_scale = (float(random_scale[0]), float(random_scale[1]))
+        self.landmark_side = float(landmark_side)
+        self.crop_size = crop_size
+        self.relation = relation
+        self.softmax_weights = softmax_weights
+        fixed = torch.tensor(RAN_FIXED_BOXES if boxes is None else [list(b) for b in boxes], dtype=torch.float32)
+        if regions == "random":
+            if num_regions < 1:
+                raise ModelError(f"RAN num_regions={num_regions}: need at least one random crop.")
+            g = torch.Generator().manual_seed(random_seed)
+            fixed = random_boxes(1, num_regions, self.random_scale, generator=g)[0]
+        if fixed.ndim != 2 or fixed.shape[1] != 4 or len(fixed) < 1:
+            raise ModelError(f"RAN boxes must be a non-empty list of (x0, y0, x1, y1) fractions, got {boxes!r}.")
+        check_boxes(fixed)
+        # evaluation boxes for "fixed" and "random"; saved with the weights
+        self.register_buffer("fixed_boxes", fixed)
+        self.num_regions = len(fixed)
+        self.alpha = nn.Linear(feat_dim, 1)  # q^0 of Eq. 1
+        self.beta = nn.Linear(2 * feat_dim, 1) if relation else None  # q^1 of Eq. 3
+        self.drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(2 * feat_dim if relation else feat_dim, num_classes)
+        self.num_features = 2 * feat_dim if relation else feat_dim
+
+    def region_boxes(self, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """The crops' boxes for this batch, (B, K, 4) fractions."""
+        b = x.shape[0]
+        if self.regions == "landmarks":
+            if landmarks is None:
+                raise ModelError("this RAN model crops around landmarks (regions='landmarks') but got none; "
+                                 "pass forward(x, landmarks=...) or use a dataset with landmarks, or build "
+                                 "it with regions='fixed'.")
+            return landmark_boxes(landmarks.to(x.device), (x.shape[2], x.shape[3]), self.landmark_side)
+        if self.regions == "random" and self.training:
+            return random_boxes(b, self.num_regions, self.random_scale, device=x.device)
+        return self.fixed_boxes.unsqueeze(0).expand(b, -1, -1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled trunk features, (N, C, H, W) -> (N, D)."""
+        return self.pool(self.trunk(x)).flatten(1)
+
+    def forward(self, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> ModelOutput:
+        b, c, h, w = x.shape
+        boxes = self.region_boxes(x, landmarks)  # (B, K, 4) fractions
+        k = boxes.shape[1]
+        side = self.crop_size or h
+        crops = crop_regions(x, boxes, (side, side * w // h))  # (B, K, C, s, s')
+        crops = crops.flatten(0, 1)  # (B K, C, s, s')
+        if x.is_contiguous(memory_format=torch.channels_last):
+            crops = crops.contiguous(memory_format=torch.channels_last)
+        if crops.shape[-2:] == x.shape[-2:]:
+            feats = self.embed(torch.cat([x, crops]))  # ((1 + K) B, D): one trunk call
+            face, parts = feats[:b], feats[b:]
+        else:
+            face, parts = self.embed(x), self.embed(crops)
+        feats = torch.cat([face.unsqueeze(1), parts.view(b, k, -1)], 1)  # (B, R = 1 + K, D)
+
+        mu = torch.sigmoid(self.alpha(feats)).squeeze(-1)  # (B, R)  Eq. 1: mu_i = f(F_i^T q^0)
+        if self.softmax_weights:
+            mu = mu.softmax(-1)  # official code only
+        # Eq. 2: F_m = sum_i mu_i F_i / sum_i mu_i                         (B, D)
+        f_m = (mu.unsqueeze(-1) * feats).sum(1) / mu.sum(1, keepdim=True)
+        nu = None
+        if self.beta is not None:
+            pair = torch.cat([feats, f_m.unsqueeze(1).expand_as(feats)], -1)  # (B, R, 2D): [F_i : F_m]
+            nu = torch.sigmoid(self.beta(pair)).squeeze(-1)  # (B, R)  Eq. 3: nu_i = f([F_i:F_m]^T q^1)
+            if self.softmax_weights:
+                nu = nu.softmax(-1)
+            wgt = mu * nu
+            # Eq. 4: P = sum_i mu_i nu_i [F_i : F_m] / sum_i mu_i nu_i       (B, 2D)
+            rep = (wgt.unsqueeze(-1) * pair).sum(1) / wgt.sum(1, keepdim=True)
+        else:
+            rep = f_m
+        logits = self.head(self.drop(rep))
+
+        scale = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
+        whole = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype, device=boxes.device).expand(b, 1, 4)
+        extras = {} if nu is None else {"relation_weights": nu}
+        return ModelOutput(logits=logits, features=rep, attention_weights=mu,
+                           boxes=torch.cat([whole, boxes], 1) * scale, extras=extras)
+
+
+# ------------------------------------------------------------------------------ builders
+def _trunk(backbone: str, in_chans: int, width: float, stem_stride: int, stem_kernel: int,
+           max_pool: bool) -> tuple[nn.Module, int]:
+    if backbone in ("resnet18", "resnet34", "resnet50"):
+        net = ResNet(int(backbone[6:]), in_chans, width, stem_stride, stem_kernel, max_pool)
+        return net, net.num_features
+    if backbone == "compact_cnn":
+        widths = tuple(max(8, int(round(ch * width))) for ch in (32, 64, 128, 256))
+        cnn = CompactCNN(1, in_chans, widths, (1, 2, 2, 2), 0.0)
+        return cnn.features, cnn.num_features
+    raise ModelError(f"RAN backbone {backbone!r} is unknown; use resnet18, resnet34, resnet50 or compact_cnn.")
+
+
+def _ran(backbone: str, num_classes: int, in_chans: int, width: float, stem_stride: int, stem_kernel: int,
+         max_pool: bool, **options: object) -> RAN:
+    trunk, dim = _trunk(backbone, in_chans, width, stem_stride, stem_kernel, max_pool)
+    return RAN(trunk, dim, num_classes, **options)  # type: ignore[arg-type]
+
+
+@register_model("ran_resnet18")
+def ran_resnet18(num_classes: int = 8, in_chans: int = 1, width: float = 1.0, stem_stride: int = 2,
+                 stem_kernel: int = 7, max_pool: bool = True, regions: str = "fixed",
+                 boxes: list[list[float]] | None = None, num_regions: int = 5,
+                 random_scale: tuple[float, float] = (0.7, 0.95), random_seed: int = 0,
+                 landmark_side: float = 0.4, crop_size: int | None = None, relation: bool = True,
+                 softmax_weights: bool = False, drop_rate: float = 0.0) -> nn.Module:
+    """RAN on ResNet-18 (Wang et al., TIP 2020), the paper's main configuration."""
+    return _ran("resnet18", num_classes, in_chans, width, stem_stride, stem_kernel, max_pool,
+                regions=regions, boxes=boxes, num_regions=num_regions, random_scale=tuple(random_scale),
+                random_seed=random_seed, landmark_side=landmark_side, crop_size=crop_size,
+                relation=relation, softmax_weights=softmax_weights, drop_rate=drop_rate)
+
+
+@register_model("ran_resnet50")
+def ran_resnet50(num_classes: int = 8, in_chans: int = 1, width: float = 1.0, stem_stride: int = 2,
+                 stem_kernel: int = 7, max_pool: bool = True, regions: str = "fixed",
+                 boxes: list[list[float]] | None = None, num_regions: int = 5,
+                 random_scale: tuple[float, float] = (0.7, 0.95), random_seed: int = 0,
+                 landmark_side: float = 0.4, crop_size: int | None = None, relation: bool = True,
+                 softmax_weights: bool = False, drop_rate: float = 0.0) -> nn.Module:
+    """RAN on ResNet-50 (Wang et al., TIP 2020)."""
+    return _ran("resnet50", num_classes, in_chans, width, stem_stride, stem_kernel, max_pool,
+                regions=regions, boxes=boxes, num_regions=num_regions, random_scale=tuple(random_scale),
+                random_seed=random_seed, landmark_side=landmark_side, crop_size=crop_size,
+                relation=relation, softmax_weights=softmax_weights, drop_rate=drop_rate)
+
+
+@register_model("ran_compact_cnn")
+def ran_compact_cnn(num_classes: int = 8, in_chans: int = 1, width: float = 1.0, regions: str = "fixed",
+                    boxes: list[list[float]] | None = None, num_regions: int = 5,
+                    random_scale: tuple[float, float] = (0.7, 0.95), random_seed: int = 0,
+                    landmark_side: float = 0.4, crop_size: int | None = None, relation: bool = True,
+                    softmax_weights: bool = False, drop_rate: float = 0.0) -> nn.Module:
+    """RAN on the compact CNN trunk, for CPU-scale training on 48 px faces."""
+    return _ran("compact_cnn", num_classes, in_chans, width, 2, 7, True,
+                regions=regions, boxes=boxes, num_regions=num_regions, random_scale=tuple(random_scale),
+                random_seed=random_seed, landmark_side=landmark_side, crop_size=crop_size,
+                relation=relation, softmax_weights=softmax_weights, drop_rate=drop_rate)
