@@ -155,6 +155,18 @@ def _cmd_annotate_pose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from robustfer.explain import explain
+
+    written, problems = explain(args.images, args.checkpoint, args.out, detect=not args.no_detect,
+                                detector=args.detector)
+    for w in written:
+        print(w)
+    for msg in problems:
+        print(f"robustfer explain: {msg}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robustfer", description="Pose- and occlusion-robust facial expression recognition.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -203,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--upscale", type=int, default=4, help="upscale small crops this much before detection")
     ap.add_argument("--no-progress", action="store_true")
     ap.set_defaults(fn=_cmd_annotate_pose)
+
+    ex = sub.add_parser("explain", help="draw what a model attended to (RAN regions, SCAN-CCI maps) as PNGs")
+    ex.add_argument("images", nargs="+", help="photos (faces are detected) or face crops (--no-detect)")
+    ex.add_argument("--checkpoint", required=True, help="best.safetensors (or a run folder)")
+    ex.add_argument("--out", default=".", help="folder for the PNGs (default: here); one per face")
+    ex.add_argument("--no-detect", action="store_true", help="inputs are face crops: explain whole images")
+    ex.add_argument("--detector", default="haar", help="haar (default), dlib, or yunet:MODEL.onnx")
+    ex.set_defaults(fn=_cmd_explain)
 
     t = sub.add_parser("train", help="train a model from a recipe (YAML) with overrides")
     t.add_argument("--config", "-c", help="recipe YAML, e.g. recipes/ferplus_compact_cnn_cpu.yaml")

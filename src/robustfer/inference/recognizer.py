@@ -227,6 +227,7 @@ class Recognizer:
         self.use_landmarks = use_landmarks
         self.max_pixels = max_pixels
         self.source: str = "model"
+        self.model_name: str = type(model).__name__ if model is not None else ""  # registry name once loaded
 
     # ----------------------------------------------------------------------------- loading
     @classmethod
@@ -271,6 +272,7 @@ class Recognizer:
         else:
             raise ConfigError(f"unknown backend {backend!r}; use 'torch' or 'onnx'.")
         rec.source = str(path)
+        rec.model_name = meta.model_name
         return rec
 
     @property
