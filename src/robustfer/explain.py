@@ -190,6 +190,8 @@ def render(e: Explanation, path: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from robustfer.engine.plots import _save as save_figure
+
     o = e.output
     ran = o.boxes is not None and o.attention_weights is not None
     rows = -(-o.attention_weights.shape[1] // 4) if ran else 0  # type: ignore[union-attr]
@@ -202,13 +204,7 @@ def render(e: Explanation, path: str | Path) -> Path:
     else:
         _draw_generic(fig, e)
     fig.suptitle(f"{e.model_name}: {e.source}", fontsize=8)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(out, format="png", bbox_inches="tight")
-    finally:
-        fig.clear()
-    return out
+    return save_figure(fig, path)
 
 
 def explain(images: Sequence[str | Path], checkpoint: str | Path, out_dir: str | Path = ".",
