@@ -45,6 +45,24 @@ def test_recipe_loads(path: Path) -> None:
             assert resolved[section] == values
 
 
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_recipe_builds_its_model_and_loss(path: Path) -> None:
+    """A recipe's model options and loss options are ones the model and loss accept, and the
+    model runs on one image of the recipe's input size."""
+    import torch
+
+    from robustfer.losses import build_loss
+    from robustfer.models import create_model
+
+    cfg = load_config(path)
+    model = create_model(cfg.model.name, num_classes=cfg.data.num_classes, in_chans=cfg.data.in_chans,
+                         **cfg.model.options)
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, cfg.data.in_chans, cfg.data.input_size, cfg.data.input_size))
+    assert tuple(out.logits.shape) == (1, cfg.data.num_classes)
+    build_loss(cfg.loss.name, target="hard", **cfg.loss.options)
+
+
 def test_ferplus_recipe_values() -> None:
     cfg = load_config(REPO / "recipes" / "ferplus_compact_cnn_cpu.yaml")
     assert cfg.model.options == {"width": 1.0, "convs_per_stage": [1, 2, 2, 2], "drop_rate": 0.3}

@@ -263,3 +263,24 @@ def test_every_parameter_learns_through_the_ran_loss() -> None:
     missing = [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
     assert not missing, missing
     assert set(parts) == {"ce", "rb"}
+
+
+def test_trains_in_the_common_engine_and_logs_the_region_biased_loss(tmp_path) -> None:
+    """No per-method script: the engine trains RAN through its registered model and loss."""
+    import csv
+    from pathlib import Path
+
+    from robustfer.cli import main
+    from robustfer.engine.checkpoint import load_model
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "synthetic_quickstart.yaml"
+    assert main(["train", "--config", str(recipe), "--output-dir", str(tmp_path), "--name", "ran",
+                 "model.name=ran_compact_cnn", "model.options.width=0.25", "model.options.crop_size=32",
+                 "loss.name=ran", "loss.options.alpha=0.1", "train.epochs=1", "train.max_steps_per_epoch=3",
+                 "train.progress=false", "eval.occluders=none", "eval.plots=false"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "ran" / "metrics.csv")))
+    assert len(rows) == 1 and float(rows[0]["train_rb"]) >= 0 and float(rows[0]["train_ce"]) > 0
+    model, meta = load_model(tmp_path / "ran" / "best.safetensors")
+    assert meta.model_name == "ran_compact_cnn" and meta.model_options["crop_size"] == 32
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 48, 48)).attention_weights.shape == (1, 8)
