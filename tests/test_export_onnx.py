@@ -94,3 +94,25 @@ def test_shipped_onnx_matches_the_shipped_weights() -> None:
     assert np.abs(OnnxClassifier(onnx_file).logits(x) - ref).max() <= 1e-4
     fast = Recognizer.from_pretrained("default", backend="onnx")
     assert fast.predict(SAMPLES / "astronaut.jpg")[0].expression == "happiness"
+
+
+@pytest.mark.parametrize("name, options", [("ran_compact_cnn", {"width": 0.25, "crop_size": 32}),
+                                           ("scan_cci_resnet18", {"width": 0.25})])
+def test_attention_models_export_with_parity(tmp_path: Path, name: str, options: dict) -> None:
+    """RAN's in-model crops (grid_sample) and SCAN-CCI's patch grid survive ONNX export."""
+    from robustfer.data.labels import class_names
+    from robustfer.data.transforms import Preprocess
+    from robustfer.engine.checkpoint import CheckpointMeta, save_model
+    from robustfer.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=8, in_chans=1, **options).eval()
+    ckpt = tmp_path / f"{name}.safetensors"
+    save_model(ckpt, model, CheckpointMeta(name, options, class_names(8), Preprocess(), {}, 0, {}))
+    assert main(["export", "--checkpoint", str(ckpt)]) == 0
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        ref = model(x).logits.numpy()
+    clf = OnnxClassifier(ckpt.with_suffix(".onnx"))
+    assert np.abs(clf.logits(x.numpy()) - ref).max() <= 1e-4
+    assert np.abs(clf.logits(x[:1].numpy()) - ref[:1]).max() <= 1e-4

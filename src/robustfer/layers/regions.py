@@ -28,29 +28,36 @@ RAN_FIXED_BOXES: tuple[tuple[float, float, float, float], ...] = (
 )
 
 
-def check_boxes(boxes: torch.Tensor) -> torch.Tensor:
-    """Validate fraction boxes of shape (K, 4) or (B, K, 4); returns them as float."""
+def check_boxes(boxes: torch.Tensor, values: bool = True) -> torch.Tensor:
+    """Validate fraction boxes of shape (K, 4) or (B, K, 4); returns them as float.
+
+    ``values=False`` checks the shape only: the value check reads the tensor, which a traced
+    or exported graph (ONNX) cannot do, so models check their boxes once when built.
+    """
     if boxes.ndim not in (2, 3) or boxes.shape[-1] != 4:
         raise ModelError(f"region boxes must be (K, 4) or (B, K, 4) fractions, got shape {tuple(boxes.shape)}.")
     boxes = boxes.float()
-    if bool(((boxes[..., 2] <= boxes[..., 0]) | (boxes[..., 3] <= boxes[..., 1])).any()):
+    if values and bool(((boxes[..., 2] <= boxes[..., 0]) | (boxes[..., 3] <= boxes[..., 1])).any()):
         raise ModelError("every region box needs x1 > x0 and y1 > y0 (fractions of the face).")
     return boxes
 
 
-def crop_regions(x: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+def crop_regions(x: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, int],
+                 check: bool = True) -> torch.Tensor:
     """Crop every box out of every image and resize it to ``size``.
 
     Args:
         x: images (B, C, H, W).
         boxes: (K, 4) boxes shared by the batch, or (B, K, 4) per image; fractions of the side.
         size: output side ``s`` or ``(h, w)``.
+        check: refuse boxes with ``x1 <= x0`` or ``y1 <= y0`` (reads the values; models pass
+            ``False`` for boxes checked or generated valid, which keeps them exportable).
 
     Returns:
         (B, K, C, h, w) crops, bilinearly resampled; parts of a box outside the image are zero.
     """
     b, c = x.shape[:2]
-    boxes = check_boxes(boxes).to(x.device)
+    boxes = check_boxes(boxes, values=check).to(x.device)
     if boxes.ndim == 2:
         boxes = boxes.unsqueeze(0).expand(b, -1, -1)
     if boxes.shape[0] != b:

@@ -150,7 +150,8 @@ class RAN(nn.Module):
         boxes = self.region_boxes(x, landmarks)  # (B, K, 4) fractions
         k = boxes.shape[1]
         side = self.crop_size or h
-        crops = crop_regions(x, boxes, (side, side * w // h))  # (B, K, C, s, s')
+        # boxes were checked when the model was built or come valid from the generators
+        crops = crop_regions(x, boxes, (side, side * w // h), check=False)  # (B, K, C, s, s')
         crops = crops.flatten(0, 1)  # (B K, C, s, s')
         if x.is_contiguous(memory_format=torch.channels_last):
             crops = crops.contiguous(memory_format=torch.channels_last)
