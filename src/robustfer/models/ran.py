@@ -146,7 +146,7 @@ class RAN(nn.Module):
         return self.pool(self.trunk(x)).flatten(1)
 
     def forward(self, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> ModelOutput:
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
         boxes = self.region_boxes(x, landmarks)  # (B, K, 4) fractions
         k = boxes.shape[1]
         side = self.crop_size or h
