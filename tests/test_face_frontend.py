@@ -64,7 +64,7 @@ def test_profile_pass_finds_turned_faces_on_both_sides(data_root: Path) -> None:
     from robustfer.data import build_dataset
 
     ds = build_dataset("ferplus:test:pose45", root=data_root)
-    haar = HaarDetector(max_side=10000, min_face=0.2)
+    haar = HaarDetector(max_side=10000, min_face=0.2, profile="always")
     found = flipped = 0
     for i in range(100):
         img = _fer_photo(ds[i][0])
@@ -85,7 +85,7 @@ def test_profile_view_and_landmark_yaw_agree_in_sign(data_root: Path) -> None:
     from robustfer.inference.pose import estimate_pose
 
     ds = build_dataset("ferplus:test:pose45", root=data_root)
-    haar, dl = HaarDetector(max_side=10000, min_face=0.2), DlibDetector(upsample=0)
+    haar, dl = HaarDetector(max_side=10000, min_face=0.2, profile="always"), DlibDetector(upsample=0)
     agree = n = 0
     for i in range(200):
         img = _fer_photo(ds[i][0])
@@ -112,6 +112,26 @@ def test_unknown_detector_names_the_choices() -> None:
         create_detector("mtcnn")
     with pytest.raises(ConfigError, match="does not exist"):
         create_detector("yunet:/no/such/model.onnx")
+    with pytest.raises(ConfigError, match="always, auto or never"):
+        create_detector("haar:sometimes")
+
+
+def test_auto_profile_mode_misses_a_turned_face_beside_a_frontal_one() -> None:
+    """The documented price of the default: Grace Hopper (frontal) beside the photographer of
+    camera.png (profile) -- ``always`` finds both, ``auto`` only the frontal face, and ``auto``
+    still finds the photographer alone."""
+    pair = np.hstack([load_image(SAMPLES / "grace_hopper.jpg")[44:556], load_image(SAMPLES / "camera.png")])
+    views = lambda det: sorted(d.view for d in det.detect(pair))  # noqa: E731
+    # max_side 640: the 1024-px pair shrunk to 320 px leaves the photographer too small.
+    assert views(HaarDetector(profile="always", max_side=640)) == ["frontal", "profile_left"]
+    assert views(HaarDetector(profile="auto", max_side=640)) == ["frontal"]
+    assert [d.view for d in HaarDetector(profile="auto").detect(load_image(SAMPLES / "camera.png"))] == ["profile_left"]
+
+
+def test_haar_profile_mode_from_the_detector_name() -> None:
+    assert create_detector("haar").profile == "auto"  # the default: within the speed budget
+    assert create_detector("haar:always").profile == "always"
+    assert create_detector("haar:never", max_side=200).max_side == 200
 
 
 def test_umeyama_recovers_a_similarity() -> None:

@@ -121,10 +121,12 @@ class HaarDetector:
     ``min_face`` of the shorter side of that working image (and than 20 px) are not searched
     for. The frontal pass runs on the histogram-equalised image.
 
-    ``profile`` says when the two profile passes run: ``"always"`` (default: faces turned
-    either way are found in every image), ``"auto"`` (only when the frontal pass finds no face:
-    about a third of the time on a single frontal face, but a turned face next to a frontal
-    one is missed), or ``"never"``.
+    ``profile`` says when the two profile passes run: ``"auto"`` (default: only when the
+    frontal pass finds no face, which keeps a one-face photo within the 60 ms pipeline budget
+    on 2 cores; a face turned past what the frontal cascade covers is still found when it is
+    alone, but one beside a detected frontal face is missed), ``"always"`` (turned faces are
+    searched for in every image, at about three times the cost: ``create_detector("haar:always")``,
+    ``--detector haar:always``), or ``"never"``. ``benchmarks/haar_settings.py`` measures both.
 
     The score of a face is ``1 - exp(-n / 10)`` where ``n`` is the number of raw windows the
     cascade merged into it (OpenCV's ``numDetections``): more agreeing windows, higher score.
@@ -133,7 +135,7 @@ class HaarDetector:
     name = "haar"
 
     def __init__(self, max_side: int = 320, min_face: float = 0.1, scale_factor: float = 1.2,
-                 min_neighbors: int = 4, profile: str | bool = "always", equalize: bool = True) -> None:
+                 min_neighbors: int = 4, profile: str | bool = "auto", equalize: bool = True) -> None:
         import cv2
 
         if int(cv2.__version__.split(".")[0]) >= 5 or not hasattr(cv2, "data"):
@@ -300,14 +302,21 @@ DETECTORS = {"haar": HaarDetector, "dlib": DlibDetector}
 
 
 def create_detector(name: str | FaceDetector = "haar", **kwargs: object) -> FaceDetector:
-    """A detector by name (``"haar"``, ``"dlib"``), or ``yunet:PATH``; objects pass through."""
+    """A detector by name (``"haar"``, ``"dlib"``), ``haar:always|auto|never`` (the Haar
+    profile mode), or ``yunet:PATH``; objects pass through."""
     if not isinstance(name, str):
         if not callable(getattr(name, "detect", None)):
             raise ConfigError(f"detector {name!r} has no detect(image) method; see robustfer.inference.FaceDetector.")
         return name
     if name.startswith("yunet:"):
         return YuNetDetector(name.split(":", 1)[1], **kwargs)  # type: ignore[arg-type]
+    if name.startswith("haar:"):
+        mode = name.split(":", 1)[1]
+        if mode not in ("always", "auto", "never"):
+            raise ConfigError(f"detector {name!r}: the Haar profile mode must be always, auto or never "
+                              "(e.g. 'haar:always').")
+        return HaarDetector(profile=mode, **kwargs)  # type: ignore[arg-type]
     if name not in DETECTORS:
-        raise ConfigError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)} or "
-                          "'yunet:/path/to/face_detection_yunet.onnx'.")
+        raise ConfigError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}, "
+                          "'haar:always', or 'yunet:/path/to/face_detection_yunet.onnx'.")
     return DETECTORS[name](**kwargs)  # type: ignore[arg-type]

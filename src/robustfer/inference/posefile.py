@@ -68,7 +68,11 @@ def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, de
     from robustfer.inference.pose import estimate_pose
 
     ds = build_dataset(spec, root=root)
-    det = DlibDetector(upsample=0) if detector == "dlib" else create_detector(detector)
+    # Plain "haar" runs the profile passes on every face here: the view that fires is the pose
+    # label, so the frontal pass must not pre-empt them (the agreement in docs/inference.md was
+    # measured this way).
+    det = (DlibDetector(upsample=0) if detector == "dlib"
+           else create_detector("haar:always" if detector == "haar" else detector))
     rows = []
     found = 0
     for i in tqdm(range(len(ds)), desc=f"pose {spec}", disable=not progress):
