@@ -475,3 +475,51 @@ def test_datasets_inspect_parses_option_values(capsys):
     assert "contempt" in out and "synthetic:train" in out
     assert main(["datasets", "inspect", "synthetic", "-o", "size"]) == 2
     assert "key=value" in capsys.readouterr().err
+
+
+def test_pose_head_accuracy_is_reported_against_the_pose_bins() -> None:
+    """A model with a pose head gets ``pose_accuracy`` over the samples whose bin is known."""
+    from robustfer.data import build_dataset
+    from robustfer.data.transforms import Preprocess
+    from robustfer.engine.evaluate import dataset_metrics, predict_dataset
+    from robustfer.models import ModelOutput
+
+    ds = build_dataset("synthetic:test", size=10)
+    # bins 0..4 on the first eight samples, the last two unknown
+    ds = ds.attach_pose({s.id: (0.0, i % 5) if i < 8 else (None, None) for i, s in enumerate(ds.samples)})
+
+    class AlwaysBin2(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> ModelOutput:
+            n = x.shape[0]
+            return ModelOutput(logits=torch.zeros(n, ds.num_classes),
+                               pose_logits=torch.nn.functional.one_hot(torch.full((n,), 2), 5).float())
+
+    pre = Preprocess(input_size=16, in_chans=1)
+    out = predict_dataset(AlwaysBin2(), ds, pre, torch.device("cpu"), batch_size=4, progress=False)
+    m = dataset_metrics(ds, out)
+    # bins of the eight known samples: 0 1 2 3 4 0 1 2 -> two are bin 2
+    assert m["pose_n"] == 8 and m["pose_accuracy"] == pytest.approx(2 / 8)
+
+
+def test_plot_command_draws_chosen_columns_and_names_the_real_ones(e2e_run, tmp_path, capsys):
+    out = tmp_path / "h.png"
+    assert main(["plot", str(e2e_run["dir"]), "--columns", "train_loss,val_loss", "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    # a column the log does not have: exit 2 and the message lists what it has
+    assert main(["plot", str(e2e_run["dir"]), "--columns", "train_c1", "--out", str(out)]) == 2
+    assert "val_accuracy" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "nope"), "--out", str(out)]) == 2
+
+
+def test_tsne_command_by_expression_and_pose(e2e_run, tmp_path, capsys):
+    from robustfer.engine.embed import embed_checkpoint
+
+    ck = str(e2e_run["dir"] / "best.safetensors")
+    e = embed_checkpoint(ck, "synthetic:test", max_items=30)
+    assert e["points"].shape == (30, 2) and len(e["labels"]) == 30 and len(set(e["ids"])) == 30
+    # the synthetic faces carry pose bins, so both colourings work
+    for color in ("expression", "pose"):
+        out = tmp_path / f"{color}.png"
+        assert main(["tsne", "--checkpoint", ck, "--data", "synthetic:test", "--max-items", "30",
+                     "--color", color, "--out", str(out)]) == 0, capsys.readouterr().err
+        assert out.stat().st_size > 1000

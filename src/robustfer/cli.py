@@ -1,5 +1,5 @@
 """The ``robustfer`` command line: ``predict``, ``train``, ``evaluate``, ``export``, ``serve``,
-``annotate-pose``, ``datasets``, ``models``.
+``annotate-pose``, ``explain``, ``plot``, ``tsne``, ``datasets``, ``models``.
 
 Every subcommand is a thin wrapper over the Python API, and :func:`main` takes ``argv`` so
 tests call it directly. Errors on user input print one line and exit with status 2.
@@ -11,10 +11,11 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
-from robustfer.errors import RobustferError
+from robustfer.errors import ConfigError, RobustferError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -167,6 +168,32 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    import csv
+
+    from robustfer.engine.plots import plot_history_columns
+
+    run = Path(args.run)
+    log = run / "metrics.csv" if run.is_dir() else run
+    if not log.is_file():
+        raise ConfigError(f"{log} does not exist; give a run folder (holding metrics.csv) or a metrics.csv.")
+    with open(log, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()]
+    out = Path(args.out) if args.out else log.parent / ("history_" + "_".join(columns)[:80] + ".png")
+    print(plot_history_columns(rows, columns, out, ylabel=args.ylabel))
+    return 0
+
+
+def _cmd_tsne(args: argparse.Namespace) -> int:
+    from robustfer.engine.embed import tsne_figure
+
+    out = args.out or f"tsne_{args.data.replace(':', '_')}_{args.color}.png"
+    print(tsne_figure(args.checkpoint, args.data, out, color=args.color, data_root=args.data_root,
+                      pose_file=args.pose_file, max_items=args.max_items, seed=args.seed))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robustfer", description="Pose- and occlusion-robust facial expression recognition.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -226,6 +253,25 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--no-detect", action="store_true", help="inputs are face crops: explain whole images")
     ex.add_argument("--detector", default="haar", help="haar (default), haar:always, dlib, or yunet:MODEL.onnx")
     ex.set_defaults(fn=_cmd_explain)
+
+    pl = sub.add_parser("plot", help="plot metrics.csv columns over epochs (e.g. PhaNet's c1-c3, lambda)")
+    pl.add_argument("run", help="run folder (holding metrics.csv) or a metrics.csv")
+    pl.add_argument("--columns", default="train_c1,train_c2,train_c3",
+                    help="comma-separated columns (default: PhaNet's scale weights)")
+    pl.add_argument("--ylabel", default="value")
+    pl.add_argument("--out", help="PNG to write (default: in the run folder)")
+    pl.set_defaults(fn=_cmd_plot)
+
+    ts = sub.add_parser("tsne", help="t-SNE of a model's features on a dataset, by expression or pose")
+    ts.add_argument("--checkpoint", required=True, help="best.safetensors of a run")
+    ts.add_argument("--data", required=True, help="dataset spec, e.g. ferplus:test")
+    ts.add_argument("--color", default="expression", choices=["expression", "pose"])
+    ts.add_argument("--pose-file", help="pose-label file from `robustfer annotate-pose` (for --color pose)")
+    ts.add_argument("--data-root", help="folder holding the dataset folders")
+    ts.add_argument("--max-items", type=int, default=2000, help="images drawn from the split (seeded)")
+    ts.add_argument("--seed", type=int, default=0)
+    ts.add_argument("--out", help="PNG to write")
+    ts.set_defaults(fn=_cmd_tsne)
 
     t = sub.add_parser("train", help="train a model from a recipe (YAML) with overrides")
     t.add_argument("--config", "-c", help="recipe YAML, e.g. recipes/ferplus_compact_cnn_cpu.yaml")

@@ -54,15 +54,18 @@ def predict_dataset(
     loader = make_loader(view, batch_size, None, num_workers, seed=0)
     was_training = model.training
     model.eval()
-    probs, labels, loss_sum = [], [], 0.0
+    probs, labels, pose_preds, loss_sum = [], [], [], 0.0
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         x = batch["image"].to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            p = model(x).logits.float().softmax(-1)
+            out = model(x)
+            p = out.logits.float().softmax(-1)
             if tta == "hflip":
                 p = (p + model(x.flip(3)).logits.float().softmax(-1)) / 2
+        if out.pose_logits is not None:  # a model with a head-pose branch (PhaNet)
+            pose_preds.append(out.pose_logits.argmax(-1).cpu())
         y = batch["label"].to(device)
         loss_sum += float(torch.nn.functional.nll_loss(p.clamp_min(1e-12).log(), y, reduction="sum"))
         probs.append(p.cpu())
@@ -70,8 +73,11 @@ def predict_dataset(
     model.train(was_training)
     p = torch.cat(probs).numpy() if probs else np.zeros((0, len(ds.classes)))
     y = torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64)
-    return {"labels": y, "probs": p, "preds": p.argmax(1) if len(p) else y,
-            "loss": np.array(loss_sum / max(1, len(y)))}
+    res = {"labels": y, "probs": p, "preds": p.argmax(1) if len(p) else y,
+           "loss": np.array(loss_sum / max(1, len(y)))}
+    if pose_preds:
+        res["pose_preds"] = torch.cat(pose_preds).numpy()
+    return res
 
 
 def dataset_metrics(ds: FERDataset, out: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -81,6 +87,13 @@ def dataset_metrics(ds: FERDataset, out: dict[str, np.ndarray]) -> dict[str, Any
     bins = [s.pose_bin for s in ds.samples]
     if any(b is not None for b in bins):
         m["per_pose_bin"] = {str(k): v for k, v in group_accuracy(out["labels"], out["preds"], bins).items()}
+        if "pose_preds" in out:
+            # the model's pose head against the samples' pose bins (where known)
+            known = np.array([b is not None for b in bins])
+            truth = np.array([-1 if b is None else b for b in bins])
+            pp = out["pose_preds"]
+            m["pose_accuracy"] = float((pp[known] == truth[known]).mean())
+            m["pose_n"] = int(known.sum())
     return m
 
 

@@ -305,3 +305,67 @@ def plot_training_curves(
     loss_ax.set_title("Loss")
     acc_ax.set_title("Accuracy")
     return _save(fig, path)
+
+
+def plot_history_columns(
+    history: Sequence[Mapping[str, Any]], columns: Sequence[str], path: str | os.PathLike[str],
+    title: str | None = None, ylabel: str = "value",
+) -> Path:
+    """Draw chosen ``metrics.csv`` columns over epochs, one line each.
+
+    For a method's per-epoch quantities, e.g. PhaNet's scale weights ``train_c1..train_c3``
+    and task weights ``train_lambda_e`` / ``train_lambda_p`` (the paper's Figs. 12, 13, 15).
+
+    Raises:
+        MetricsError: when none of ``columns`` has a value in ``history`` (the message lists
+            the columns that do).
+    """
+    if not columns:
+        raise MetricsError("plot_history_columns needs at least one column name.")
+    fig = _new_figure(6.5, 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    drawn = 0
+    for key in columns:
+        xs, ys = _series(history, key)
+        if xs:
+            ax.plot(xs, ys, marker="o", markersize=3, label=key)
+            drawn += 1
+    if not drawn:
+        have = sorted({k for row in history for k, v in row.items() if _number(v) is not None} - {"epoch"})
+        raise MetricsError(f"none of the columns {list(columns)} has values; the log has {have}.")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or ", ".join(columns))
+    return _save(fig, path)
+
+
+def plot_embedding(
+    points: np.ndarray, groups: Sequence[int], names: Sequence[str], path: str | os.PathLike[str],
+    title: str | None = None,
+) -> Path:
+    """Scatter 2-D points (e.g. a t-SNE of a model's features) coloured by group.
+
+    ``groups`` holds an index into ``names`` per point, or -1 (drawn grey, "unknown").
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    g = np.asarray(groups)
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) != len(g):
+        raise MetricsError(f"plot_embedding needs (N, 2) points and N groups, got {pts.shape} and {len(g)}.")
+    fig = _new_figure(6.5, 6.0)
+    ax = fig.add_subplot(1, 1, 1)
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    if (g < 0).any():
+        ax.scatter(pts[g < 0, 0], pts[g < 0, 1], s=4, c="lightgray", label="unknown")
+    for i, name in enumerate(names):
+        sel = g == i
+        if sel.any():
+            ax.scatter(pts[sel, 0], pts[sel, 1], s=4, color=cmap(i % 10), label=f"{name} ({int(sel.sum())})")
+    ax.legend(loc="best", fontsize=7, markerscale=3)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or "embedding")
+    return _save(fig, path)
