@@ -33,6 +33,11 @@ def test_pose_file_is_attached_by_the_engine(tmp_path: Path) -> None:
     assert (ds.samples[1].pose, ds.samples[1].pose_bin) == (None, None)
     plain = _build("synthetic:test", DataConfig(num_classes=7), {}, "majority")
     assert ds.samples[2] == plain.samples[2]  # ids not in the file keep their own pose
+    # a list of files (one per split, as annotate-pose writes them) is merged
+    g = _write(tmp_path / "q.csv", [
+        {"id": "test/00002", "yaw": "45.0", "pitch": "", "roll": "", "yaw_bin": "3", "method": "landmarks"}])
+    both = _build("synthetic:test", DataConfig(num_classes=7, pose_file=[str(f), str(g)]), {}, "majority")
+    assert [s.pose_bin for s in both.samples[:3]] == [0, None, 3]
 
 
 def test_bad_pose_files(tmp_path: Path) -> None:

@@ -42,7 +42,8 @@ class DataConfig:
     ``input_size`` .. ``crop_shift`` become the checkpoint's :class:`Preprocess`, which the
     inference front end follows (``crop_scale``/``crop_shift``: how to cut a face crop around a
     detected face so that it looks like the training crops). ``pose_file`` attaches head-pose
-    labels from a ``robustfer annotate-pose`` CSV to every dataset of the run (by sample id).
+    labels from a ``robustfer annotate-pose`` CSV (or a list of them, e.g. one per split) to
+    every dataset of the run (by sample id); relative paths are read from the working folder.
     """
 
     root: str | None = None
@@ -66,7 +67,7 @@ class DataConfig:
     num_workers: int = 2
     cache: bool = True
     balanced_sampling: bool = False
-    pose_file: str | None = None
+    pose_file: str | list[str] | None = None
 
 
 @dataclass

@@ -181,7 +181,11 @@ def _build(spec: str, data_cfg: Any, user_opts: dict[str, Any], label_mode: str)
     if getattr(data_cfg, "pose_file", None):
         from robustfer.inference.posefile import read_pose_file
 
-        ds = ds.attach_pose(read_pose_file(data_cfg.pose_file))
+        files = [data_cfg.pose_file] if isinstance(data_cfg.pose_file, str) else data_cfg.pose_file
+        poses: dict[str, tuple[float | None, int | None]] = {}
+        for f in files:
+            poses.update(read_pose_file(f))
+        ds = ds.attach_pose(poses)
     return ds
 
 
