@@ -1,4 +1,4 @@
-"""``robustfer explain``: attention drawings for RAN, SCAN-CCI and plain models."""
+"""``robustfer explain``: attention drawings for RAN, SCAN-CCI, AHA, PhaNet and plain models."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ CASES = {
     "ran_compact_cnn": {"width": 0.25},
     "scan_cci_resnet18": {"width": 0.25},
     "compact_cnn": {"width": 0.25},
+    "aha_compact_cnn": {"width": 0.25},
+    "phanet_compact": {"depth": 7, "growth_rate": 4},
 }
 
 
@@ -85,3 +87,20 @@ def test_onnx_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtur
     onnx.write_bytes(b"")
     assert main(["explain", str(SAMPLES / "grace_hopper.jpg"), "--checkpoint", str(onnx)]) == 2
     assert "best.safetensors" in capsys.readouterr().err
+
+
+def test_aha_explanation_names_its_branches(tmp_path: Path) -> None:
+    rec = Recognizer.from_checkpoint(checkpoint(tmp_path, "aha_compact_cnn"))
+    (e,) = explain_image(rec, SAMPLES / "grace_hopper.jpg", model_name=rec.model_name)
+    assert e.branch_names == ("global", "eye_left", "eye_right", "nose", "mouth", "mixture")
+    assert e.output.region_logits.shape == (1, 6, 8) and e.output.boxes.shape == (1, 4, 4)
+
+
+def test_phanet_explanation_has_nested_scales(tmp_path: Path) -> None:
+    rec = Recognizer.from_checkpoint(checkpoint(tmp_path, "phanet_compact"))
+    (e,) = explain_image(rec, SAMPLES / "grace_hopper.jpg", model_name=rec.model_name)
+    b = e.output.boxes[0]
+    assert b.shape == (3, 4) and e.output.attention_weights.shape == (1, 3)
+    # each scale's square lies inside the previous one
+    for i in (1, 2):
+        assert (b[i, :2] >= b[i - 1, :2] - 1e-3).all() and (b[i, 2:] <= b[i - 1, 2:] + 1e-3).all()

@@ -27,6 +27,12 @@ SMALL: dict[str, tuple[dict, int]] = {
     "ran_resnet50": ({"width": 0.125}, 32),
     "scan_cci_resnet50": ({"width": 0.125}, 64),
     "scan_cci_resnet18": ({"width": 0.25}, 48),
+    "aha_compact_cnn": ({"width": 0.25}, 48),
+    # the alternating schedule trains the attention nets on every fifth step only; this test
+    # takes one step, so it uses the joint schedule (test_phanet.py checks the alternation)
+    "phanet_compact": ({"depth": 7, "growth_rate": 4, "schedule": "joint"}, 32),
+    "phanet_densenet40": ({"depth": 7, "growth_rate": 4, "schedule": "joint"}, 48),
+    "aha_resnet18": ({"width": 0.125}, 64),
 }
 
 
@@ -108,7 +114,14 @@ def test_every_parameter_gets_a_gradient(name: str) -> None:
     model.train()
     out = model(torch.randn(4, 1, size, size))
     assert torch.isfinite(out.logits).all()
-    out.logits.sum().backward()
+    # every output counts (branch / per-scale classifiers, a pose head, PhaNet's task weights
+    # in extras): a method's loss trains them, so they must be in the graph of the outputs
+    tensors = [v for k, v in vars(out).items() if k != "extras"] + list(out.extras.values())
+    # random weights: a plain sum would cancel outputs that sum to a constant (lambda_e + lambda_p = 1)
+    g = torch.Generator().manual_seed(0)
+    total = sum((t.float() * torch.randn(t.shape, generator=g)).sum()
+                for t in tensors if isinstance(t, torch.Tensor) and t.requires_grad)
+    total.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"{name}: parameters outside the graph: {missing}"
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p.grad).all()]

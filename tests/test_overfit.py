@@ -60,6 +60,12 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         ("ran_compact_cnn", {"width": 0.5, "boxes": [[0.125, 0.25, 0.875, 1.0], [0.0, 0.0, 0.75, 0.75],
                                                      [0.25, 0.0, 1.0, 0.75]], "crop_size": 32}, "ran"),
         ("scan_cci_resnet18", {"width": 0.25, "stem_stride": 1}, "scan_cci"),
+        # AHA: the full model (G+L+M+A) with softmax, and concat fusion with the CosFace head
+        ("aha_compact_cnn", {"width": 0.25, "head": "softmax"}, "aha"),
+        ("aha_compact_cnn", {"width": 0.25, "head": "cosface", "fusion": "concat"}, "aha"),
+        # PhaNet with its default alternating schedule and the pose branch on (the batch's
+        # pose bins are arbitrary but consistent: they exercise the branch)
+        ("phanet_compact", {}, "phanet"),
     ],
 )
 def test_overfits_a_handful_of_real_faces(faces: tuple[torch.Tensor, torch.Tensor], name: str,
@@ -75,7 +81,7 @@ def test_overfits_a_handful_of_real_faces(faces: tuple[torch.Tensor, torch.Tenso
     model.train()
     acc, loss = before, float("inf")
     for step in range(1, MAX_STEPS + 1):
-        loss_t, _ = loss_fn(model(x), {"label": y})
+        loss_t, _ = loss_fn(model(x), {"label": y, "pose_bin": torch.arange(len(y)) % 5})
         opt.zero_grad()
         loss_t.backward()
         opt.step()

@@ -12,6 +12,11 @@ shows the evidence behind the prediction:
   channel mean of the local SCAN weights) over the face, the four complementary-context
   regions outlined with their top class; bars of each head's probability for the predicted
   expression.
+* **PhaNet** (``boxes`` + ``attention_weights`` c1..c3): the two nested attended squares on
+  the face, the zoomed views S2 and S3 with their scale weights c_i (Eq. 7) and per-scale
+  probability of the predicted expression, and the task weights lambda_e / lambda_p.
+* **AHA**: the global branch's spatial attention over the face, the four regions with their
+  LSTM fusion weights alpha_k, and each branch classifier's probability of the prediction.
 * any other model: the expression probabilities, and its attention map where it returns one.
 
 The figure is drawn on matplotlib's Agg canvas (no pyplot state, no window).
@@ -39,6 +44,7 @@ class Explanation:
     class_names: tuple[str, ...]
     model_name: str
     source: str  # image path (and face number)
+    branch_names: tuple[str, ...] = ()  # names of region_logits' rows, where the model gives them
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -81,7 +87,8 @@ def explain_image(recognizer: Any, image: Any, detect: bool = True, source: str 
                            for k, v in vars(o).items()})
         out.append(Explanation(_denormalise(x, pre.mean, pre.std), o, tuple(recognizer.class_names),
                                model_name or type(model).__name__,
-                               f"{source} face {i + 1}" if detect else source))
+                               f"{source} face {i + 1}" if detect else source,
+                               tuple(getattr(model, "branch_names", ()))))
     return out
 
 
@@ -159,6 +166,77 @@ def _draw_scan_cci(fig: Any, e: Explanation) -> None:
     _title_prediction(ax2, e)
 
 
+def _draw_phanet(fig: Any, e: Explanation) -> None:
+    """PhaNet: the three nested scales (Eq. 2, 5) with their scale weights c_i (Eq. 7)."""
+    from matplotlib.patches import Rectangle
+
+    o = e.output
+    boxes = o.boxes[0].numpy()  # (3, 4): the whole face, then the two zoomed squares
+    c = o.attention_weights[0].numpy()
+    rl = o.region_logits[0].float().softmax(-1).numpy()  # (3, C) per-scale probabilities
+    pred = int(np.argmax(e.probabilities))
+    colours = ["white", "tab:orange", "tab:red"]
+    grid = fig.add_gridspec(1, 5, wspace=0.15)
+    ax = fig.add_subplot(grid[0, 0:2])
+    _face_panel(ax, e)
+    for i in range(1, len(boxes)):
+        x0, y0, x1, y1 = boxes[i]
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colours[i], linewidth=2.0))
+    ax.set_title("scales S1 (face), S2 (orange), S3 (red)", fontsize=8)
+    # what the deeper scales look at, cut from the displayed face (display only)
+    for i in (1, 2):
+        a = fig.add_subplot(grid[0, 1 + i])
+        x0, y0, x1, y1 = (round(float(v)) for v in boxes[i])
+        crop = e.face[max(0, y0):max(y0 + 1, y1), max(0, x0):max(x0 + 1, x1)]
+        a.imshow(crop, cmap="gray" if crop.ndim == 2 else None, vmin=0, vmax=1)
+        a.set_xticks([])
+        a.set_yticks([])
+        a.set_title(f"S{i + 1}: c{i + 1} {c[i]:.2f}", fontsize=7)
+        a.set_xlabel(f"p({e.class_names[pred]}) {rl[i, pred]:.2f}", fontsize=6)
+    ax2 = fig.add_subplot(grid[0, 4])
+    ax2.barh(range(3)[::-1], c, color=colours[:1] + colours[1:], edgecolor="black")
+    ax2.set_yticks(range(3)[::-1], ["S1", "S2", "S3"], fontsize=7)
+    ax2.set_xlabel("scale weight c_i (Eq. 7)", fontsize=7)
+    _title_prediction(ax2, e)
+    lam = o.extras.get("lambda")
+    extra = f"; task weights \u03bb_e {float(lam[0, 0]):.2f}, \u03bb_p {float(lam[0, 1]):.2f}" if lam is not None else ""
+    fig.text(0.02, 0.01, f"S1 p({e.class_names[pred]}) {rl[0, pred]:.2f}{extra}", fontsize=6)
+
+
+def _draw_aha(fig: Any, e: Explanation) -> None:
+    """AHA: the global branch's spatial attention, the regions with their LSTM weights, and
+    each branch classifier's probability of the predicted expression."""
+    from matplotlib.patches import Rectangle
+
+    o = e.output
+    s_h, s_w = e.face.shape[:2]
+    ax = fig.add_subplot(1, 2, 1)
+    _face_panel(ax, e)
+    if o.attention_maps is not None:
+        att = o.attention_maps[0].mean(0).float().numpy()
+        att = (att - att.min()) / max(1e-12, float(att.max() - att.min()))
+        ax.imshow(att, cmap="jet", alpha=0.45, extent=(0, s_w, s_h, 0), interpolation="bilinear")
+    names = list(e.branch_names)
+    weights = o.extras.get("region_weights")
+    if o.boxes is not None:
+        for k, (x0, y0, x1, y1) in enumerate(o.boxes[0].numpy()):
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.0))
+            label = f"\u03b1 {float(weights[0, k]):.2f}" if weights is not None else f"r{k + 1}"
+            ax.text(x0 + 0.5, y0 + 0.5, label, color="white", fontsize=6, va="top",
+                    bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "linewidth": 0})
+    ax.set_title("global spatial attention; regions (\u03b1: LSTM weight)", fontsize=8)
+    ax2 = fig.add_subplot(1, 2, 2)
+    pred = int(np.argmax(e.probabilities))
+    if o.region_logits is not None:
+        rl = o.region_logits[0].float().softmax(-1).numpy()
+        names = names if len(names) == len(rl) else [f"branch {i}" for i in range(len(rl))]
+        ax2.barh(range(len(rl))[::-1], rl[:, pred], color="tab:blue")
+        ax2.set_yticks(range(len(rl))[::-1], names, fontsize=7)
+        ax2.set_xlim(0, 1)
+        ax2.set_xlabel(f"each branch's probability of '{e.class_names[pred]}'", fontsize=7)
+    _title_prediction(ax2, e)
+
+
 def _draw_generic(fig: Any, e: Explanation) -> None:
     ax = fig.add_subplot(1, 2, 1)
     _face_panel(ax, e)
@@ -193,11 +271,17 @@ def render(e: Explanation, path: str | Path) -> Path:
     from robustfer.engine.plots import _save as save_figure
 
     o = e.output
-    ran = o.boxes is not None and o.attention_weights is not None
+    family = e.model_name.split("_")[0]
+    ran = family == "ran" or (family not in ("phanet", "aha") and o.boxes is not None
+                                and o.attention_weights is not None)
     rows = -(-o.attention_weights.shape[1] // 4) if ran else 0  # type: ignore[union-attr]
     fig = Figure(figsize=(9, 1.0 + 1.7 * rows) if ran else (9, 4.2), dpi=110)
     FigureCanvasAgg(fig)
-    if ran:
+    if family == "phanet" and o.boxes is not None and o.attention_weights is not None:
+        _draw_phanet(fig, e)
+    elif family == "aha":
+        _draw_aha(fig, e)
+    elif ran:
         _draw_ran(fig, e)
     elif o.attention_maps is not None and o.region_logits is not None:
         _draw_scan_cci(fig, e)

@@ -174,3 +174,198 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
         return _LOSSES[name](**kwargs)
     except TypeError as e:
         raise ConfigError(f"bad option for loss {name!r}: {e}") from None
+
+
+# ---------------------------------------------------------------------- PhaNet
+def attention_ranking_loss(p_prev: torch.Tensor, p_next: torch.Tensor, margin: float = 0.05) -> torch.Tensor:
+    """PhaNet's attention ranking loss (Liu et al., arXiv 1905.10059, Eq. 4; RA-CNN's inter-scale loss).
+
+    ``L_s^R = max(0, p(y|s-1) - p(y|s) + margin)``: each finer scale must be at least ``margin``
+    more confident of the true class y than the scale it was cut from. ``p_prev`` and ``p_next``
+    are true-class probabilities, (B,) for one pair of scales or (B, S) for S pairs; the hinge
+    is averaged over the batch and summed over the pairs (the sum over s = 2, 3 in Eq. 9).
+    """
+    if p_prev.shape != p_next.shape or p_prev.ndim not in (1, 2):
+        raise ValueError(f"attention_ranking_loss needs two (B,) or (B, S) tensors of the same shape, got "
+                         f"{tuple(p_prev.shape)} and {tuple(p_next.shape)}")
+    return F.relu(p_prev - p_next + margin).mean(dim=0).sum()
+
+
+def dcml_constraint(lambda_p: torch.Tensor) -> torch.Tensor:
+    """PhaNet's constraint factor ``exp(-12 lambda_p (1 - lambda_p))`` (Eq. 9), element-wise.
+
+    1 at ``lambda_p = 0`` and ``exp(-3)`` at 0.5: it penalises a pose weight that collapses to 0.
+    """
+    return torch.exp(-12.0 * lambda_p * (1.0 - lambda_p))
+
+
+@register_loss("phanet")
+class PhaNetLoss(ClassificationLoss):
+    """PhaNet's loss (Liu et al., arXiv 1905.10059, Eq. 9) for a ``phanet_*`` model.
+
+    ``lambda_e L(e) + lambda_p L(p) + sum_s L_s^att + exp(-12 lambda_p (1 - lambda_p))`` with
+    ``L(e)`` the configured cross-entropy of the joint head (``output.logits``), ``L(p)`` the
+    cross-entropy of ``output.pose_logits`` against ``batch["pose_bin"]`` over the samples whose
+    pose is known (``pose_bin >= 0``), and ``L_s^att`` the configured cross-entropy of each
+    scale (Eq. 3; ``output.region_logits``) plus, for s = 2, 3, the ranking loss of
+    :func:`attention_ranking_loss` on the true-class (``batch["label"]``) probabilities (Eq. 4).
+    lambda_e, lambda_p (``output.extras["lambda"]``, per sample) and the constraint factor are
+    averaged over the pose-labelled samples. A batch without pose labels (or a model without a
+    pose branch) has no pose term: lambda is fixed to [1, 0] and the constraint factor is off.
+
+    The terms depend on the phase of the model's training schedule (``extras["phase"]``, see
+    :mod:`robustfer.models.phanet`, item 11; the schedule is a model option because the model
+    must know the phase to keep parameters out of the graph): *joint* (and evaluation) -- the
+    whole loss; *classify* -- everything except the ranking loss; *rank* -- the ranking loss
+    alone.
+
+    Args:
+        target, label_smoothing, class_weights: the expression cross-entropy (every scale and
+            the joint head), as :class:`ClassificationLoss`.
+        margin: ranking margin (paper: 0.05).
+        scale_weight: weight of the per-scale cross-entropies (paper: 1).
+        rank_weight: weight of the ranking loss (paper: 1).
+    """
+
+    def __init__(self, target: str = "hard", label_smoothing: float = 0.0,
+                 class_weights: torch.Tensor | None = None, margin: float = 0.05, scale_weight: float = 1.0,
+                 rank_weight: float = 1.0) -> None:
+        super().__init__(target, label_smoothing, class_weights)
+        if margin < 0 or scale_weight < 0 or rank_weight < 0:
+            raise ConfigError(f"phanet loss: margin ({margin}), scale_weight ({scale_weight}) and rank_weight "
+                              f"({rank_weight}) must be >= 0.")
+        self.margin = float(margin)
+        self.scale_weight = float(scale_weight)
+        self.rank_weight = float(rank_weight)
+        self._pose_checked = False  # the first training batch is checked for pose labels, once
+
+    def forward(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        rl, lam, phase_t = output.region_logits, output.extras.get("lambda"), output.extras.get("phase")
+        if rl is None or rl.ndim != 3 or rl.shape[1] < 2 or lam is None or phase_t is None:
+            raise ConfigError("loss 'phanet' needs region_logits (B, S, C) and extras 'lambda' and 'phase' from a "
+                              "phanet_* model; use loss.name: ce for other models.")
+        phase = int(phase_t)  # 0 joint, 1 classify, 2 rank, 3 eval (robustfer.models.phanet.PHASES)
+        ce = self.ce(output.logits, batch)  # L(e)
+        ce_scales = torch.stack([self.ce(rl[:, s], batch) for s in range(rl.shape[1])]).sum()  # Eq. 3 over s
+        y = batch["label"]
+        p_y = rl.float().softmax(-1).gather(2, y[:, None, None].expand(-1, rl.shape[1], 1)).squeeze(2)  # (B, S)
+        rank = attention_ranking_loss(p_y[:, :-1], p_y[:, 1:], self.margin)  # Eq. 4, s = 2..S
+
+        lam = lam.float()
+        zero = ce.new_zeros(())
+        pose_loss, lam_e, lam_p, constraint = zero, zero + 1.0, zero, zero
+        pose_bin = batch.get("pose_bin")
+        known = None if output.pose_logits is None or pose_bin is None else pose_bin >= 0
+        if known is not None and bool(known.any()):
+            n_bins = output.pose_logits.shape[1]
+            if bool((pose_bin[known] >= n_bins).any()):
+                raise ConfigError(f"batch pose_bin up to {int(pose_bin.max())}, but the model has {n_bins} pose bins; "
+                                  "build it with num_pose_bins matching the pose file (FERPlus pose files: 5).")
+            pose_loss = F.cross_entropy(output.pose_logits[known].float(), pose_bin[known])  # L(p)
+            lam_e, lam_p = lam[known, 0].mean(), lam[known, 1].mean()
+            constraint = dcml_constraint(lam[known, 1]).mean()
+        elif output.pose_logits is not None and phase != 3 and not self._pose_checked:
+            import warnings
+
+            warnings.warn("PhaNet's pose branch is on but the first training batch has no pose labels "
+                          "(pose_bin -1 everywhere): the pose loss stays off and lambda is fixed to [1, 0] on every "
+                          "batch without them. Attach labels with data.pose_file (a CSV from `robustfer "
+                          "annotate-pose ferplus:train --out FILE`) or build the model with pose=False.",
+                          stacklevel=2)
+        if phase != 3:
+            self._pose_checked = True
+
+        multi = lam_e * ce + lam_p * pose_loss + constraint  # Eq. 9 without the attention losses
+        if phase == 2:  # rank step: only the APNs are in the graph
+            loss = self.rank_weight * rank
+        elif phase == 1:  # classify step: the squares are fixed
+            loss = multi + self.scale_weight * ce_scales
+        else:
+            loss = multi + self.scale_weight * ce_scales + self.rank_weight * rank  # Eq. 9
+        c = output.attention_weights
+        parts = {"ce": ce, "ce_scales": ce_scales, "rank": rank, "pose": pose_loss, "lambda_e": lam_e,
+                 "lambda_p": lam_p, "constraint": constraint}
+        if c is not None:
+            parts.update({f"c{i + 1}": c[:, i].float().mean() for i in range(c.shape[1])})
+        return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+
+# ---------------------------------------------------------------------- AHA
+def cosface_logits(cos: torch.Tensor, target: torch.Tensor, scale: float | torch.Tensor,
+                   margin: float) -> torch.Tensor:
+    """Large-margin cosine logits (CosFace: Wang et al., CVPR 2018, Eq. 4), used by AHA.
+
+    ``s * (cos(theta_j) - m * 1[j = y])``: ``cos`` (B, C) holds the cosines between the
+    L2-normalised features and the L2-normalised class weights, ``target`` (B,) the classes y.
+    The softmax cross-entropy of these logits is the large-margin cosine loss.
+    """
+    if cos.ndim != 2 or target.shape != cos.shape[:1]:
+        raise ValueError(f"cosface_logits needs cosines (B, C) and targets (B,), got {tuple(cos.shape)} "
+                         f"and {tuple(target.shape)}")
+    at_target = F.one_hot(target, cos.shape[1]).to(cos.dtype)  # (B, C) 1[j = y]
+    return scale * (cos - margin * at_target)
+
+
+@register_loss("aha")
+class AHALoss(ClassificationLoss):
+    """AHA's loss (Weng et al., ICPR 2020) for an ``aha_*`` model.
+
+    ``fused_weight * L_fused + branch_weight * sum_n CE(branch n)``:
+
+    * ``L_fused``: the configured cross-entropy of the fused classifier. With a CosFace head
+      (the model puts the cosines in ``output.extras["cos_logits"]``) it is the large-margin
+      cosine loss: the cross-entropy of :func:`cosface_logits` with margin ``margin`` and scale
+      ``scale`` (None = the model's ``extras["cos_scale"]``, so training and the model's
+      probabilities use the same s). With soft targets the margin goes to the class of
+      ``batch["label"]`` (the majority vote) and the soft cross-entropy reads the margined
+      logits. With a softmax head, ``output.logits`` as they are.
+    * one configured cross-entropy per branch classifier, ``output.region_logits`` (B, N, C)
+      (global, every region, mixture): the per-branch losses that push each sub-network's
+      attention onto what tells the expressions apart. ``branch_weight = 0`` trains the fused
+      output alone (and accepts any model).
+
+    Args:
+        target, label_smoothing, class_weights: the cross-entropy, as :class:`ClassificationLoss`.
+        branch_weight: weight of the sum of branch cross-entropies (the paper gives none; 0.25).
+        fused_weight: weight of the fused loss (1).
+        margin: CosFace margin m (CosFace's 0.35); used only with a CosFace head.
+        scale: CosFace scale s; None = the model's.
+    """
+
+    def __init__(self, target: str = "hard", label_smoothing: float = 0.0,
+                 class_weights: torch.Tensor | None = None, branch_weight: float = 0.25,
+                 fused_weight: float = 1.0, margin: float = 0.35, scale: float | None = None) -> None:
+        super().__init__(target, label_smoothing, class_weights)
+        if branch_weight < 0 or fused_weight < 0 or margin < 0:
+            raise ConfigError(f"aha loss: branch_weight ({branch_weight}), fused_weight ({fused_weight}) and "
+                              f"margin ({margin}) must be >= 0.")
+        if scale is not None and scale <= 0:
+            raise ConfigError(f"aha loss: scale ({scale}) must be > 0, or null to use the model's cos_scale.")
+        self.branch_weight = float(branch_weight)
+        self.fused_weight = float(fused_weight)
+        self.margin = float(margin)
+        self.scale = None if scale is None else float(scale)
+
+    def forward(self, output: ModelOutput,
+                batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        cos = output.extras.get("cos_logits")
+        if cos is not None:
+            s = self.scale if self.scale is not None else output.extras.get("cos_scale")
+            if s is None:
+                raise ConfigError("loss 'aha' got cosines (extras['cos_logits']) but no scale; pass "
+                                  "loss.options.scale, or use an aha_* model (it returns "
+                                  "extras['cos_scale']).")
+            fused = cosface_logits(cos.float(), batch["label"], s, self.margin)  # large-margin cosine logits
+        else:
+            fused = output.logits
+        ce = self.ce(fused, batch)
+        rl = output.region_logits
+        if rl is None or rl.ndim != 3:
+            if self.branch_weight > 0:
+                raise ConfigError("loss 'aha' needs region_logits (B, N, C) from an aha_* model for its "
+                                  "branch losses; use an aha_* model, or loss.options.branch_weight: 0.")
+            branches = ce.new_zeros(())
+        else:
+            branches = torch.stack([self.ce(rl[:, n], batch) for n in range(rl.shape[1])]).sum()
+        loss = self.fused_weight * ce + self.branch_weight * branches
+        return loss, {"ce": float(ce.detach()), "ce_branches": float(branches.detach())}

@@ -67,7 +67,15 @@ def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, de
     from robustfer.inference.detect import DlibDetector, create_detector
     from robustfer.inference.pose import estimate_pose
 
-    ds = build_dataset(spec, root=root)
+    import inspect
+
+    from robustfer.data import get_dataset_info, parse_spec
+
+    # Every image a training run may read, whatever its label mode: FERPlus's default
+    # (majority) drops the faces whose votes tie, which crossentropy training keeps.
+    build = get_dataset_info(parse_spec(spec)[0]).build
+    wide = {"label_mode": "crossentropy"} if "label_mode" in inspect.signature(build).parameters else {}
+    ds = build_dataset(spec, root=root, **wide)
     # Plain "haar" runs the profile passes on every face here: the view that fires is the pose
     # label, so the frontal pass must not pre-empt them (the agreement in docs/inference.md was
     # measured this way).
