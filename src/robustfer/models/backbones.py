@@ -70,6 +70,16 @@ _DEPTHS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, in
 }
 
 
+def init_conv_bn(module: nn.Module) -> None:
+    """He (fan-out) initialisation of every convolution, unit/zero batch-norm affine."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class ResNet(nn.Module):
     """ResNet feature extractor: stem, four stages; no classifier.
 
@@ -116,12 +126,7 @@ class ResNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
         # Zero-init the last BN of each residual branch (Goyal et al. 2017): each block
         # starts as the identity, which stabilises training from scratch.
         for m in self.modules():

@@ -114,6 +114,7 @@ from torch.func import functional_call
 from robustfer.errors import ModelError
 from robustfer.layers.boxcar import boxcar_crop
 from robustfer.models._registry import register_model
+from robustfer.models.backbones import init_conv_bn
 from robustfer.models.output import ModelOutput
 
 #: Codes of ``extras["phase"]``: what a forward pass trains (see the module docstring, item 11).
@@ -197,12 +198,7 @@ class DenseNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.num_features = c
         self.layers_per_block = n_layers
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, D, h, w)
