@@ -56,7 +56,7 @@ def embed_checkpoint(checkpoint: str | Path, spec: str, data_root: str | None = 
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(idx), batch_size):
-            x = torch.stack([torch.as_tensor(tf(ds[int(i)][0])) for i in idx[start:start + batch_size]])
+            x = torch.stack([tf(ds[int(i)][0]) for i in idx[start:start + batch_size]])
             out = model(x.to(device))
             if out.features is None:
                 raise ConfigError(f"model {meta.model_name!r} returns no features to embed; "
