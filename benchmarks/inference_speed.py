@@ -2,10 +2,11 @@
 
 Measures (medians over repeated runs, after warm-up):
 
-1. per-face classification latency, batch 1, with ONNX Runtime and with PyTorch;
-2. batched classification throughput (faces/s), batch 64;
+1. per-face classification latency, batch 1, with ONNX Runtime (float32 and the shipped int8
+   model, ``ferplus_compact_cnn.int8.onnx``) and with PyTorch;
+2. batched classification throughput (faces/s), batch 64, the same three ways;
 3. the whole pipeline -- decode-free ``Recognizer.predict`` on a 640x480 RGB photo with one face
-   (detect + crop/align + pose + classify) -- for each Haar ``profile`` mode.
+   (detect + crop/align + pose + classify) -- for each Haar ``profile`` mode and backend.
 
 Each figure is measured in every one of ``--rounds`` interleaved rounds; the table gives the
 median of the round medians and their range (on a shared virtual machine the same call can
@@ -77,6 +78,7 @@ def main() -> None:
         if not onnx_path.is_file():
             onnx_path = export_onnx(ckpt, Path(d) / "default.onnx")
         ort = OnnxClassifier(onnx_path, threads=a.threads)
+        ort8 = OnnxClassifier(ckpt.with_suffix(".int8.onnx"), threads=a.threads)
         model = rec.classifier.model
 
         def torch_run(x: np.ndarray) -> None:
@@ -86,15 +88,17 @@ def main() -> None:
         # Every measurement runs once per round, rounds interleaved, so that a burst of load
         # on a shared machine hits one round of everything rather than all of one row.
         jobs: list[tuple[str, object, int, bool]] = [
-            ("classify 1 face, ONNX Runtime (ms)", lambda: ort(x1), a.repeats, False),
+            ("classify 1 face, ONNX Runtime int8 (ms)", lambda: ort8(x1), a.repeats, False),
+            ("classify 1 face, ONNX Runtime float32 (ms)", lambda: ort(x1), a.repeats, False),
             ("classify 1 face, PyTorch (ms)", lambda: torch_run(x1), a.repeats, False),
-            ("batch 64, ONNX Runtime (faces/s)", lambda: ort(x64), max(30, a.repeats // 5), True),
+            ("batch 64, ONNX Runtime int8 (faces/s)", lambda: ort8(x64), max(30, a.repeats // 5), True),
+            ("batch 64, ONNX Runtime float32 (faces/s)", lambda: ort(x64), max(30, a.repeats // 5), True),
             ("batch 64, PyTorch (faces/s)", lambda: torch_run(x64), max(30, a.repeats // 5), True),
         ]
         n = max(30, a.repeats // 2)
         for mode in ("auto", "always", "never"):
-            for backend in ("onnx", "torch"):
-                r = Recognizer.from_checkpoint(onnx_path if backend == "onnx" else ckpt,
+            for backend in ("onnx-int8", "onnx", "torch") if mode == "auto" else ("onnx-int8",):
+                r = Recognizer.from_checkpoint(ckpt, backend=backend, onnx_path=None if backend != "onnx" else onnx_path,
                                                detector=HaarDetector(profile=mode), threads=a.threads)
                 got = r.predict(photo)
                 assert len(got) == 1

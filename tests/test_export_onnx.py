@@ -116,3 +116,105 @@ def test_attention_models_export_with_parity(tmp_path: Path, name: str, options:
     clf = OnnxClassifier(ckpt.with_suffix(".onnx"))
     assert np.abs(clf.logits(x.numpy()) - ref).max() <= 1e-4
     assert np.abs(clf.logits(x[:1].numpy()) - ref[:1]).max() <= 1e-4
+
+
+# ------------------------------------------------------------------ int8 (static quantisation)
+def _face_folder(rec: Recognizer, folder: Path, data_root: Path | None) -> Path:
+    """Face crops as image files: the samples' detected faces and, with the data, FERPlus train."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    k = 0
+    for name in ("astronaut.jpg", "grace_hopper.jpg"):
+        for _, crop, _ in rec._crops(load_image(SAMPLES / name), detect=True):
+            Image.fromarray(crop).save(folder / f"face{k}.png")
+            k += 1
+    if data_root is not None:
+        from robustfer.data import build_dataset
+
+        ds = build_dataset("ferplus:train", root=data_root)
+        for i in range(0, len(ds), len(ds) // 64):
+            Image.fromarray(ds[i][0]).save(folder / f"ferplus{i}.png")
+    return folder
+
+
+def test_int8_export_from_a_folder_of_faces(tmp_path: Path) -> None:
+    """`export --int8` writes NAME.int8.onnx with the metadata, and it classifies like fp32."""
+    from conftest import DATA_ROOT
+
+    from robustfer.export import meta_from_onnx
+
+    data = DATA_ROOT if DATA_ROOT.is_dir() else None
+    rec = Recognizer.from_pretrained("default")
+    calib = _face_folder(rec, tmp_path / "calib", data)
+    ckpt = tmp_path / "model.safetensors"
+    ckpt.write_bytes(pretrained_path("default").read_bytes())
+    assert main(["export", "--checkpoint", str(ckpt), "--int8", "--calibration", str(calib)]) == 0
+    q = tmp_path / "model.int8.onnx"
+    assert q.is_file() and q.stat().st_size < 0.4 * (tmp_path / "model.onnx").stat().st_size
+    md = OnnxClassifier(q).metadata()
+    assert md["quantization"].startswith("int8 static")
+    assert meta_from_onnx(q).class_names == rec.class_names
+    x = _real_crops(rec, data)
+    p32, _ = OnnxClassifier(tmp_path / "model.onnx")(x)
+    p8, _ = OnnxClassifier(q)(x)
+    assert (p8.argmax(1) == p32.argmax(1)).mean() >= 0.9
+    assert np.abs(p8 - p32).mean() < 0.02
+    # the Recognizer finds it beside the weights
+    r8 = Recognizer.from_checkpoint(ckpt, backend="onnx-int8")
+    assert r8.predict(SAMPLES / "astronaut.jpg")[0].expression == "happiness"
+
+
+def test_int8_needs_calibration_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "m.safetensors"
+    ckpt.write_bytes(pretrained_path("default").read_bytes())
+    assert main(["export", "--checkpoint", str(ckpt), "--int8"]) == 2
+    assert "--calibration" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["export", "--checkpoint", str(ckpt), "--int8", "--calibration", str(empty)]) == 2
+    assert "no images" in capsys.readouterr().err
+    from robustfer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--int8"):
+        Recognizer.from_checkpoint(tmp_path / "other.safetensors", backend="onnx-int8")
+
+
+def test_shipped_int8_model_agrees_with_the_weights() -> None:
+    """The shipped default.int8.onnx: same labels as fp32 on real faces, and the backend works."""
+    from conftest import DATA_ROOT
+
+    rec = Recognizer.from_pretrained("default")
+    x = _real_crops(rec, DATA_ROOT if DATA_ROOT.is_dir() else None)
+    q = pretrained_path("default").with_suffix(".int8.onnx")
+    assert q.is_file()
+    p32, _ = OnnxClassifier(pretrained_path("default").with_suffix(".onnx"))(x)
+    p8, _ = OnnxClassifier(q)(x)
+    assert (p8.argmax(1) == p32.argmax(1)).mean() >= 0.9
+    fast = Recognizer.from_pretrained("default", backend="onnx-int8")
+    assert fast.predict(SAMPLES / "astronaut.jpg")[0].expression == "happiness"
+
+
+def test_evaluate_runs_an_onnx_file_like_its_checkpoint(tmp_path: Path) -> None:
+    """`robustfer evaluate --checkpoint X.onnx` measures the exported file through the same engine."""
+    import json
+
+    from robustfer.data.labels import class_names
+    from robustfer.data.transforms import Preprocess
+    from robustfer.engine.checkpoint import CheckpointMeta, save_model
+    from robustfer.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("compact_cnn", num_classes=8, in_chans=1, width=0.25).eval()
+    ckpt = tmp_path / "m.safetensors"
+    save_model(ckpt, model, CheckpointMeta("compact_cnn", {"width": 0.25}, class_names(8),
+                                           Preprocess(), {}, 0, {}))
+    assert main(["export", "--checkpoint", str(ckpt)]) == 0
+    for f, out in ((ckpt, "ev_torch"), (ckpt.with_suffix(".onnx"), "ev_onnx")):
+        assert main(["evaluate", "--checkpoint", str(f), "--data", "synthetic:test",
+                     "--occluders", "block:0.3", "--out", str(tmp_path / out), "--no-progress"]) == 0
+    a = json.loads((tmp_path / "ev_torch" / "report.json").read_text())["results"]["synthetic:test"]
+    b = json.loads((tmp_path / "ev_onnx" / "report.json").read_text())["results"]["synthetic:test"]
+    assert a["n"] == b["n"] > 0
+    assert a["confusion"] == b["confusion"]
+    assert a["occlusion"]["results"] == b["occlusion"]["results"]

@@ -388,12 +388,24 @@ def train(cfg: Config) -> dict[str, Any]:
 def evaluate_checkpoint(checkpoint: str | Path, specs: list[str], data_root: str | None,
                         out_dir: Path | None, eval_overrides: dict[str, Any] | None = None,
                         device: str = "auto", progress: bool = True) -> dict[str, Any]:
-    """Evaluate a saved model on dataset specs, writing ``report.json`` to ``out_dir``."""
+    """Evaluate a saved model on dataset specs, writing ``report.json`` to ``out_dir``.
+
+    ``checkpoint`` may also be an exported ``.onnx`` file (e.g. an int8 one from
+    ``robustfer export --int8``): it then runs with ONNX Runtime on the CPU, exactly as shipped.
+    """
     from robustfer.engine.checkpoint import load_model
     from robustfer.engine.config import config_from_dict
 
     dev = resolve_device(device)
-    model, meta = load_model(checkpoint, dev)
+    is_onnx = Path(checkpoint).suffix == ".onnx"
+    if is_onnx:
+        from robustfer.export import OnnxModule, meta_from_onnx
+
+        dev = torch.device("cpu")
+        meta = meta_from_onnx(checkpoint)
+        model = OnnxModule(checkpoint, threads=torch.get_num_threads())
+    else:
+        model, meta = load_model(checkpoint, dev)
     cfg = config_from_dict(meta.config)
     if data_root is not None:
         cfg.data.root = data_root
@@ -402,7 +414,7 @@ def evaluate_checkpoint(checkpoint: str | Path, specs: list[str], data_root: str
     specs = specs or list(cfg.data.eval)
     datasets = {s: build_eval_dataset(s, cfg.data) for s in specs}
     # Same memory format as at training time, so the numbers reproduce bit for bit.
-    cl = cfg.train.channels_last
+    cl = cfg.train.channels_last and not is_onnx
     if cl:
         model = model.to(memory_format=torch.channels_last)
     results = evaluate_datasets(model, datasets, meta.preprocess, dev, cfg.eval,
