@@ -152,6 +152,26 @@ def test_resume_after_extending_epochs_matches_uninterrupted_run(tmp_path, capsy
             assert _row(resumed, epoch)[k] == _row(scratch, epoch)[k], (epoch, k)
 
 
+def test_resume_refuses_a_changed_recipe(tmp_path, capsys):
+    """last.pt trained with lr 3e-3 is not continued under lr 1e-3: the error names the key."""
+    assert train_cli(tmp_path, "r", "train.epochs=1", *NO_EVAL) == 0
+    before = (tmp_path / "r" / "config.yaml").read_text()
+    capsys.readouterr()
+    assert train_cli(tmp_path, "r", "train.epochs=2", "optim.lr=0.001", *NO_EVAL) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr" in err and "--name" in err and "train.resume=false" in err, err
+    assert (tmp_path / "r" / "config.yaml").read_text() == before  # the run folder is untouched
+    assert len(read_csv(tmp_path / "r" / "metrics.csv")) == 1
+    # settings that do not change what is trained may differ
+    assert train_cli(tmp_path, "r", "train.epochs=2", "train.threads=1", "data.num_workers=0",
+                     *NO_EVAL) == 0
+    assert "resumed" in capsys.readouterr().out
+    # and train.resume=false starts afresh under the new recipe
+    assert train_cli(tmp_path, "r", "train.epochs=1", "optim.lr=0.001", "train.resume=false",
+                     *NO_EVAL) == 0
+    assert len(read_csv(tmp_path / "r" / "metrics.csv")) == 1
+
+
 @pytest.fixture(scope="module")
 def scratch3(tmp_path_factory):
     """An uninterrupted 3-epoch run, the reference for the interrupted ones."""

@@ -153,6 +153,47 @@ def preprocess_from(cfg: Config) -> Preprocess:
                       d.crop_scale, d.crop_shift)
 
 
+# Settings a resumed run may change: they do not alter what is trained (train.epochs extends a
+# run on purpose, see the README; eval.* only shapes the final evaluation).
+RESUME_MAY_CHANGE = ("train.epochs", "train.threads", "train.progress", "train.device", "train.resume",
+                     "data.root", "data.num_workers", "output_dir", "eval.")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and not k.endswith("options"):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_config(last_path: Path, cfg: Config) -> None:
+    """Refuse to resume ``last.pt`` under a config that would train something else.
+
+    The run's saved config (in ``last.pt``) is compared with ``cfg``, key by key, except the
+    settings in :data:`RESUME_MAY_CHANGE`; a difference raises :class:`ConfigError` naming the
+    keys and both values, so a changed recipe never silently continues an old run.
+    """
+    st = load_training_state(last_path)
+    try:
+        saved = json.loads(st["meta"]["config"])
+    except (KeyError, TypeError, ValueError):
+        return  # a training state from before configs were saved in it: nothing to compare
+    old, new = _flat(saved), _flat(json.loads(json.dumps(cfg.to_dict())))
+    # keys known to one side only come from another robustfer version: not compared
+    diff = [k for k in sorted(set(old) & set(new))
+            if old.get(k) != new.get(k) and not any(k == m or (m.endswith(".") and k.startswith(m))
+                                                     for m in RESUME_MAY_CHANGE)]
+    if diff:
+        shown = "; ".join(f"{k}: {old.get(k)!r} in the run, {new.get(k)!r} now" for k in diff[:6])
+        raise ConfigError(
+            f"{last_path} was trained with a different config ({shown}{'; ...' if len(diff) > 6 else ''}). "
+            "Resuming would mix two recipes: give the new run its own name (--name), or start this "
+            "one afresh with train.resume=false.")
+
+
 class _CsvLog:
     """Append-only per-epoch log as CSV and JSON lines (survives a killed run)."""
 
@@ -199,6 +240,8 @@ def train(cfg: Config) -> dict[str, Any]:
         torch.cuda.set_device(device)
     seed_everything(cfg.train.seed + dinfo.rank)
     run_dir = cfg.run_dir
+    if cfg.train.resume and (run_dir / "last.pt").exists():
+        check_resume_config(run_dir / "last.pt", cfg)  # before config.yaml is overwritten
     if dinfo.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(cfg))
