@@ -39,6 +39,8 @@ class Sample:
         pose: head yaw in degrees where the dataset states it (KDEF) or a pose file gives it.
         pose_bin: coarse pose class index, where known.
         subject: subject identifier, for subject-independent splits.
+        landmarks: facial landmarks ``((x, y), ...)`` in pixels of the stored image (before the
+            ``box`` crop), where the dataset gives them (see :mod:`robustfer.data.landmarks`).
     """
 
     id: str
@@ -50,6 +52,7 @@ class Sample:
     pose: float | None = None
     pose_bin: int | None = None
     subject: str | None = None
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -161,6 +164,23 @@ class FERDataset:
         if self.cache:
             self._cache[index] = img
         return img
+
+    @property
+    def landmark_count(self) -> int:
+        """Points per face when every sample has the same number of landmarks, else 0."""
+        counts = {len(s.landmarks) if s.landmarks else 0 for s in self.samples}
+        return counts.pop() if len(counts) == 1 else 0
+
+    def load_landmarks(self, index: int) -> np.ndarray | None:
+        """Landmarks of sample ``index`` in pixels of :meth:`load_image`'s (box-cropped) image."""
+        s = self.samples[index]
+        if not s.landmarks:
+            return None
+        pts = np.asarray(s.landmarks, dtype=np.float32).reshape(-1, 2)
+        if s.box is not None:  # the crop's origin, as crop_box clips it
+            x0, y0 = (max(0, int(round(v))) for v in s.box[:2])
+            pts = pts - np.array([x0, y0], dtype=np.float32)
+        return pts
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, Sample]:
         return self.load_image(index), self.samples[index]

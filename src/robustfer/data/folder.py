@@ -9,8 +9,11 @@ also be named ``val`` or ``validation``)::
 Class folder names and CSV labels are resolved with
 :func:`robustfer.data.labels.canonical_name`, so ``Happy``, ``happiness`` and ``HA`` are the
 same class; a CSV label may also be a canonical index (0 neutral ... 7 contempt). The CSV has a
-header with columns ``path,label`` and optionally ``subject`` and ``yaw`` (degrees); ``path``
-is relative to ``<root>`` unless absolute.
+header with columns ``path,label`` and optionally ``subject``, ``yaw`` (degrees) and
+``landmarks`` (``x1 y1 x2 y2 ...`` in pixels of the image, space-separated; every row the same
+number of points, e.g. 5 in robustfer's detector order or the 68 of iBUG 300-W; models that take
+landmarks, RAN with ``regions: landmarks`` and AHA, then get them; see
+:mod:`robustfer.data.landmarks`); ``path`` is relative to ``<root>`` unless absolute.
 
 The label space is 8 classes when *any* split present under the root has contempt, else 7,
 so that train and test of one root always agree; pass ``num_classes`` to force it.
@@ -80,7 +83,7 @@ def _read_csv(path: Path, root: Path) -> list[Sample]:
         if "path" not in cols or "label" not in cols:
             raise DatasetError(
                 f"{path}:1: header {cols} lacks 'path' and/or 'label'; expected columns "
-                "path,label[,subject][,yaw]. Add the header line."
+                "path,label[,subject][,yaw][,landmarks]. Add the header line."
             )
         reader.fieldnames = cols
         for lineno, row in enumerate(reader, start=2):
@@ -101,9 +104,28 @@ def _read_csv(path: Path, root: Path) -> list[Sample]:
                 Sample(
                     id=rel, label=label, path=p if p.is_absolute() else root / p,
                     pose=yaw, subject=(row.get("subject") or "").strip() or None,
+                    landmarks=_parse_landmarks(row.get("landmarks"), where),
                 )
             )
+    counts = {len(s.landmarks or ()) for s in samples}
+    if len(counts) > 1:
+        raise DatasetError(f"{path}: rows have {sorted(counts)} landmarks; give every row the same "
+                           "number of points (or leave the column empty everywhere).")
     return samples
+
+
+def _parse_landmarks(text: str | None, where: str) -> tuple[tuple[float, float], ...] | None:
+    text = (text or "").replace(";", " ").replace(",", " ").strip()
+    if not text:
+        return None
+    try:
+        vals = [float(v) for v in text.split()]
+    except ValueError:
+        raise DatasetError(f"{where}: landmarks {text!r} are not numbers; expected 'x1 y1 x2 y2 ...' "
+                           "in pixels.") from None
+    if len(vals) % 2:
+        raise DatasetError(f"{where}: {len(vals)} landmark values is odd; expected x y pairs.")
+    return tuple((vals[i], vals[i + 1]) for i in range(0, len(vals), 2))
 
 
 def _class_label(cls_dir: Path) -> int:

@@ -112,6 +112,12 @@ class EvalTransform:
         img = resize_square(to_channels(img, self.pre.in_chans), self.pre.input_size)
         return to_tensor(img, self.pre)
 
+    def with_points(self, img: np.ndarray, pts: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The image as :meth:`__call__` makes it, and (L, 2) landmarks moved with it."""
+        from robustfer.data.landmarks import resize_points
+
+        return self(img), resize_points(pts, img.shape[:2], self.pre.input_size)
+
 
 @dataclass
 class AugmentConfig:
@@ -147,6 +153,7 @@ class TrainTransform:
         import albumentations as A
 
         self.pre = pre
+        self.hflip = aug.hflip
         ops: list[Any] = []
         if aug.hflip > 0:
             ops.append(A.HorizontalFlip(p=aug.hflip))
@@ -165,20 +172,52 @@ class TrainTransform:
                                 hole_width_range=(0.1, 0.4), fill=0, p=aug.erasing)
             )
         self.aug = A.Compose(ops) if ops else None
+        # With landmarks: the same operations but the flip, which with_points does itself so
+        # that left and right points swap (albumentations only mirrors the coordinates).
+        # The points follow the affine through the matrix albumentations reports having applied
+        # (its own keypoint processing adds reflected copies of the points with reflect borders).
+        kp_ops = [o for o in ops if not isinstance(o, A.HorizontalFlip)]
+        self.aug_points = A.Compose(kp_ops, save_applied_params=True) if kp_ops else None
 
-    def _reseed(self) -> None:
+    @staticmethod
+    def _reseed(compose: Any) -> None:
         # albumentations >= 2 ignores the global generators: every Compose and transform
         # owns generators seeded from OS entropy. Reseed them for each image from numpy's
         # global generator (seeded per worker, saved in last.pt), as the docstring promises.
         # (albumentations 1.x draws from the global generators itself and has no such hook.)
-        if hasattr(self.aug, "set_random_state"):
+        if hasattr(compose, "set_random_state"):
             seed = int(np.random.randint(0, 2**31 - 1))
-            self.aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
+            compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
     def __call__(self, img: np.ndarray) -> torch.Tensor:
         img = to_channels(img, self.pre.in_chans)
         if self.aug is not None:
-            self._reseed()
+            self._reseed(self.aug)
             out = self.aug(image=img)["image"]
             img = out[:, :, None] if out.ndim == 2 else out
         return to_tensor(resize_square(img, self.pre.input_size), self.pre)
+
+    def with_points(self, img: np.ndarray, pts: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Augment the image and its (L, 2) landmarks together; returns both at input size.
+
+        Points pushed out of the image by the affine keep their (outside) coordinates; the
+        models' landmark crops shift such boxes back inside.
+        """
+        from robustfer.data.landmarks import flip_points, resize_points
+
+        img = to_channels(img, self.pre.in_chans)
+        pts = np.asarray(pts, dtype=np.float32).reshape(-1, 2)
+        if self.hflip > 0 and np.random.random() < self.hflip:
+            img = np.ascontiguousarray(img[:, ::-1])
+            pts = flip_points(pts, img.shape[1])
+        if self.aug_points is not None:
+            self._reseed(self.aug_points)
+            out = self.aug_points(image=img)
+            img = out["image"][:, :, None] if out["image"].ndim == 2 else out["image"]
+            for _, params in out.get("applied_transforms", []):
+                m = params.get("matrix") if isinstance(params, dict) else None
+                if m is not None:  # 3x3 projective matrix on (x, y, 1); NaN points stay NaN
+                    h = np.c_[pts, np.ones(len(pts), np.float32)] @ np.asarray(m, np.float32).T
+                    pts = (h[:, :2] / h[:, 2:]).astype(np.float32)
+        size = self.pre.input_size
+        return to_tensor(resize_square(img, size), self.pre), resize_points(pts, img.shape[:2], size)

@@ -20,9 +20,11 @@ class TorchView(Dataset):
     """A :class:`FERDataset` as a torch dataset of dicts.
 
     Each item: ``image`` (C, H, W) float, ``label`` int, ``soft`` (num_classes,) float,
-    ``index`` int, ``pose_bin`` int (-1 when unknown). An optional occluder is applied to the
-    decoded image before the transform, with a generator derived from (seed, index), so the
-    occluded test set is identical for a given seed whatever the batching.
+    ``index`` int, ``pose_bin`` int (-1 when unknown), and ``landmarks`` (L, 2) float in input
+    pixels when every sample of the dataset has L landmarks (moved with the image by the
+    transform's ``with_points``). An optional occluder is applied to the decoded image before
+    the transform, with a generator derived from (seed, index), so the occluded test set is
+    identical for a given seed whatever the batching.
     """
 
     def __init__(self, ds: FERDataset, transform: Callable[[np.ndarray], torch.Tensor],
@@ -32,6 +34,7 @@ class TorchView(Dataset):
         self.occluder = occluder
         self.occlusion_seed = occlusion_seed
         self.occlusion_fill = occlusion_fill
+        self.with_landmarks = ds.landmark_count > 0 and hasattr(transform, "with_points")
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -49,13 +52,18 @@ class TorchView(Dataset):
         else:
             soft = torch.zeros(self.ds.num_classes)
             soft[s.label] = 1.0
-        return {
-            "image": self.transform(img),
+        item = {
             "label": s.label,
             "soft": soft,
             "index": i,
             "pose_bin": -1 if s.pose_bin is None else s.pose_bin,
         }
+        if self.with_landmarks:
+            x, pts = self.transform.with_points(img, self.ds.load_landmarks(i))  # type: ignore[attr-defined]
+            item["image"], item["landmarks"] = x, torch.from_numpy(np.asarray(pts, dtype=np.float32))
+        else:
+            item["image"] = self.transform(img)
+        return item
 
 
 class EpochSampler(Sampler[int]):

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from robustfer.data.base import FERDataset
 from robustfer.data.transforms import EvalTransform, Preprocess
+from robustfer.data.landmarks import flip_points_tensor, model_inputs
 from robustfer.engine.data import TorchView, make_loader
 from robustfer.engine.metrics import classification_metrics, format_table, group_accuracy
 from robustfer.errors import ConfigError
@@ -59,11 +60,14 @@ def predict_dataset(
         x = batch["image"].to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        kw = model_inputs(model, batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(x)
+            out = model(x, **kw)
             p = out.logits.float().softmax(-1)
             if tta == "hflip":
-                p = (p + model(x.flip(3)).logits.float().softmax(-1)) / 2
+                if "landmarks" in kw:  # the mirror image's landmarks, left and right swapped
+                    kw = {"landmarks": flip_points_tensor(kw["landmarks"], x.shape[3])}
+                p = (p + model(x.flip(3), **kw).logits.float().softmax(-1)) / 2
         if out.pose_logits is not None:  # a model with a head-pose branch (PhaNet)
             pose_preds.append(out.pose_logits.argmax(-1).cpu())
         y = batch["label"].to(device)

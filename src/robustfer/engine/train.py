@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustfer.data.landmarks import takes_landmarks
 from robustfer.data.transforms import EvalTransform, Preprocess, TrainTransform
 from robustfer.engine.checkpoint import (
     CheckpointMeta,
@@ -281,6 +282,10 @@ def train(cfg: Config) -> dict[str, Any]:
     loss_fn = build_loss(cfg.loss.name, target=resolve_target(cfg), label_smoothing=cfg.loss.label_smoothing,
                          class_weights=class_weights, **cfg.loss.options).to(device)
     optimizer = build_optimizer(cfg, model)
+    model_landmarks = takes_landmarks(model)
+    if train_ds.landmark_count:
+        say(f"landmarks: {train_ds.landmark_count} per face"
+            + ("" if model_landmarks else f" (not used: {cfg.model.name} takes none)"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
     ddp_model: nn.Module = model
     if dinfo.enabled:
@@ -330,9 +335,10 @@ def train(cfg: Config) -> dict[str, Any]:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             tb = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "image"}
+            kw = {"landmarks": tb["landmarks"]} if "landmarks" in tb and model_landmarks else {}
             with torch.autocast(device.type, dtype=torch.bfloat16,
                                 enabled=cfg.train.amp and (device.type == "cuda" or cfg.train.amp_cpu)):
-                out = ddp_model(x)
+                out = ddp_model(x, **kw)
             loss, parts = loss_fn(out, tb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(

@@ -1,0 +1,81 @@
+"""Facial landmarks that travel with a sample: storage convention, mirroring, model plumbing.
+
+A :class:`~robustfer.data.base.Sample` may carry ``landmarks``: L points ``(x, y)`` in pixels of
+the image as stored (before the sample's ``box`` crop). The engine keeps them in step with the
+image through the box crop, training augmentation (flip, affine) and the resize to the model's
+input, and passes them to models whose ``forward`` takes ``landmarks`` -- RAN with
+``regions="landmarks"`` (crops centred on the points) and AHA (regions from the points) -- as a
+(B, L, 2) tensor in input pixels. A dataset's landmarks are used only when every sample has the
+same number of points; otherwise none are passed and the models use their landmark-free regions.
+
+A horizontal flip mirrors the points and, for the known layouts, swaps left and right so that
+point k keeps its meaning (:data:`FLIP_ORDER`): 4 = AHA's region centres (eyes, nose, mouth), 5 =
+robustfer's detector order (subject's right eye = image-left first, left eye, nose, mouth
+corners), 68 = iBUG 300-W. Other counts are mirrored without swapping.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _ibug68_flip() -> list[int]:
+    perm = list(range(68))
+    pairs = [(i, 16 - i) for i in range(8)]                      # jaw
+    pairs += [(17 + i, 26 - i) for i in range(5)]                # brows
+    pairs += [(31, 35), (32, 34)]                                # nose base
+    pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
+    pairs += [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]  # outer lips
+    pairs += [(60, 64), (61, 63), (65, 67)]                      # inner lips
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+#: Index order after a horizontal flip, by number of points.
+FLIP_ORDER: dict[int, list[int]] = {4: [1, 0, 2, 3], 5: [1, 0, 2, 4, 3], 68: _ibug68_flip()}
+
+
+def flip_points(pts: np.ndarray, width: int) -> np.ndarray:
+    """Mirror (L, 2) pixel points of an image ``width`` pixels wide, swapping left and right."""
+    out = np.asarray(pts, dtype=np.float32).copy()
+    out[:, 0] = width - 1 - out[:, 0]
+    order = FLIP_ORDER.get(len(out))
+    return out[order] if order is not None else out
+
+
+def flip_points_tensor(pts: torch.Tensor, width: int) -> torch.Tensor:
+    """:func:`flip_points` for a (B, L, 2) tensor."""
+    out = pts.clone()
+    out[..., 0] = width - 1 - out[..., 0]
+    order = FLIP_ORDER.get(out.shape[1])
+    return out[:, order] if order is not None else out
+
+
+def resize_points(pts: np.ndarray, size_from: tuple[int, int], size_to: int) -> np.ndarray:
+    """Points of an (H, W) image mapped onto its square resize to ``size_to`` pixels."""
+    h, w = size_from
+    scale = np.array([size_to / w, size_to / h], dtype=np.float32)
+    # pixel centres map onto pixel centres: (x + 0.5) * s - 0.5
+    return (np.asarray(pts, dtype=np.float32) + 0.5) * scale - 0.5
+
+
+def takes_landmarks(model: Any) -> bool:
+    """Whether ``model.forward`` (through DDP / compile wrappers) accepts ``landmarks``."""
+    m = getattr(model, "module", model)
+    m = getattr(m, "_orig_mod", m)
+    try:
+        return "landmarks" in inspect.signature(m.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def model_inputs(model: Any, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Keyword arguments beyond the image for ``model``: ``landmarks`` where both sides have them."""
+    if "landmarks" in batch and takes_landmarks(model):
+        return {"landmarks": batch["landmarks"].to(device, non_blocking=True)}
+    return {}
