@@ -180,3 +180,53 @@ def test_landmark_ran_without_landmarks_says_what_to_do(tmp_path: Path) -> None:
                        "{width: 0.25, regions: landmarks, crop_size: 16}")
     assert rc == 2
     assert "crops around landmarks" in err.getvalue(), err.getvalue()
+
+
+# ------------------------------------------------------------------ inference
+def test_crop_points_follow_align_face() -> None:
+    """Landmarks mapped into the crop land where align_face put those points of the image."""
+    from robustfer.inference.align import align_face, crop_points, eye_template
+    from robustfer.inference.detect import Detection
+
+    img = np.full((200, 240), 10, np.uint8)
+    pts = FIVE * 1.5 + [50, 30]  # a face about 140 px wide, eyes level
+    for k, (x, y) in enumerate(np.round(pts).astype(int)):
+        img[y - 3:y + 4, x - 3:x + 4] = 120 + 30 * k
+    det = Detection((50.0, 30.0, 194.0, 174.0), 0.9, pts.astype(np.float64), "frontal")
+    for use in (True, False):
+        crop, how = align_face(img, det, 48, 1.05, 0.0, use_landmarks=use)
+        q = crop_points(det, 48, 1.05, 0.0, use_landmarks=use)
+        assert how == ("aligned" if use else "box") and q.shape == (5, 2)
+        for k, (x, y) in enumerate(q):  # every mapped point sits on its own dot
+            assert abs(float(crop[round(y), round(x)]) - (120 + 30 * k)) < 45, (use, k)
+    np.testing.assert_allclose(crop_points(det, 48, 1.05, 0.0)[:2], eye_template(1.05) * 48, atol=1e-4)
+    assert crop_points(Detection((0, 0, 10, 10), 1.0, None, "frontal"), 48, 1.05, 0.0) is None
+
+
+def test_recognizer_passes_detector_landmarks_to_a_landmark_model() -> None:
+    from robustfer.data.labels import class_names
+    from robustfer.inference import Recognizer
+    from robustfer.inference.detect import Detection
+    from robustfer.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("ran_compact_cnn", num_classes=8, in_chans=1, width=0.25,
+                         regions="landmarks", crop_size=16)
+    seen = []
+    fwd = model.forward
+
+    def forward(x, landmarks=None):  # type: ignore[no-untyped-def]
+        seen.append(landmarks)
+        return fwd(x, landmarks=landmarks)
+
+    model.forward = forward  # type: ignore[method-assign]
+    pts = FIVE * 1.5 + [50, 30]
+
+    class Fake:
+        def detect(self, rgb):  # type: ignore[no-untyped-def]
+            return [Detection((50.0, 30.0, 194.0, 174.0), 0.9, pts.astype(np.float64), "frontal")]
+
+    rec = Recognizer(model, Preprocess(), class_names(8), detector=Fake())
+    faces = rec.predict(np.zeros((200, 240, 3), np.uint8))
+    assert len(faces) == 1 and seen[-1] is not None and seen[-1].shape == (1, 5, 2)
+    np.testing.assert_allclose(seen[-1][0].numpy(), rec._points([(Fake().detect(None)[0], None, "aligned")])[0])

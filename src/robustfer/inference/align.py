@@ -112,3 +112,22 @@ def align_face(image: np.ndarray, det: Detection, size: int, crop_scale: float, 
                               borderMode=cv2.BORDER_REPLICATE)
         return _resize(crop, size), "aligned"
     return crop_square(image, square_box(det.box, crop_scale, crop_shift), size), "box"
+
+
+def crop_points(det: Detection, size: int, crop_scale: float, crop_shift: float,
+                use_landmarks: bool = True) -> np.ndarray | None:
+    """The detection's landmarks in pixels of the crop :func:`align_face` cuts for it.
+
+    ``None`` when the detection has no landmarks. Points the detector did not give stay NaN.
+    """
+    if det.landmarks is None:
+        return None
+    pts = np.asarray(det.landmarks, dtype=np.float64).reshape(-1, 2)
+    if use_landmarks and np.isfinite(pts[:2]).all():
+        m = umeyama(pts[:2], eye_template(crop_scale) * size)  # the same similarity as align_face
+        return (pts @ m[:, :2].T + m[:, 2]).astype(np.float32)
+    x1, y1, x2, _ = square_box(det.box, crop_scale, crop_shift)
+    side = max(1, int(round(x2 - x1)))
+    origin = np.array([int(round(x1)), int(round(y1))], dtype=np.float64)
+    # pixel centres onto pixel centres, as the resize does
+    return ((pts - origin + 0.5) * (size / side) - 0.5).astype(np.float32)

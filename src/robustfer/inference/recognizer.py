@@ -29,7 +29,7 @@ import numpy as np
 
 from robustfer.data.transforms import EvalTransform, Preprocess
 from robustfer.errors import ConfigError, RobustferError
-from robustfer.inference.align import align_face
+from robustfer.inference.align import align_face, crop_points
 from robustfer.inference.detect import Detection, FaceDetector, create_detector
 from robustfer.inference.io import MAX_IMAGE_PIXELS, ImageInput, load_image
 from robustfer.inference.pose import HeadPose, estimate_pose
@@ -171,11 +171,21 @@ class TorchClassifier:
         # channels-last: same fp32 arithmetic, about 1.4x faster convolutions on CPU here
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
 
-    def __call__(self, x: np.ndarray, attention: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    @property
+    def takes_landmarks(self) -> bool:
+        from robustfer.data.landmarks import takes_landmarks
+
+        return takes_landmarks(self.model)
+
+    def __call__(self, x: np.ndarray, attention: bool = False,
+                 landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         torch = self.torch
         with torch.inference_mode():
             xt = torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
-            out = self.model(xt)
+            kw = {}
+            if landmarks is not None and self.takes_landmarks:
+                kw["landmarks"] = torch.from_numpy(np.asarray(landmarks, np.float32)).to(self.device)
+            out = self.model(xt, **kw)
             probs = out.logits.float().softmax(1).cpu().numpy()
             att = None
             if attention and out.attention_maps is not None:
@@ -296,6 +306,16 @@ class Recognizer:
         dets.sort(key=lambda d: -d.score)
         return dets[: self.max_faces]
 
+    def _points(self, faces: list[tuple[Detection, np.ndarray, str]]) -> list[np.ndarray | None]:
+        """Each face's landmarks in its crop, for models that take landmarks (RAN with
+        ``regions="landmarks"``, AHA); ``None`` where the detector gave none."""
+        pre = self.preprocess
+        if not getattr(self.classifier, "takes_landmarks", False):
+            return [None] * len(faces)
+        return [None if how == "whole-image" else
+                crop_points(det, pre.input_size, pre.crop_scale, pre.crop_shift, self.use_landmarks)
+                for det, _, how in faces]
+
     def _crops(self, image: np.ndarray, detect: bool) -> list[tuple[Detection, np.ndarray, str]]:
         pre = self.preprocess
         if not detect:
@@ -309,12 +329,18 @@ class Recognizer:
             out.append((det, crop, how))
         return out
 
-    def _classify(self, tensors: list[np.ndarray], attention: bool) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    def _classify(self, tensors: list[np.ndarray], attention: bool,
+                  points: list[np.ndarray | None] | None = None) -> tuple[np.ndarray, list[np.ndarray | None]]:
         if not tensors:
             return np.zeros((0, len(self.class_names)), np.float32), []
         probs, atts = [], []
         for i in range(0, len(tensors), self.batch_size):
-            p, a = self.classifier(np.stack(tensors[i:i + self.batch_size]), attention=attention)
+            kw = {}
+            pts = (points or [])[i:i + self.batch_size]
+            # a batch gets landmarks only when every face in it has the same number of them
+            if pts and all(q is not None for q in pts) and len({len(q) for q in pts}) == 1:
+                kw["landmarks"] = np.stack(pts)
+            p, a = self.classifier(np.stack(tensors[i:i + self.batch_size]), attention=attention, **kw)
             probs.append(p)
             atts.extend(list(a) if a is not None else [None] * len(p))
         return np.concatenate(probs), atts
@@ -323,7 +349,8 @@ class Recognizer:
     def _analyse(self, images: list[np.ndarray], detect: bool, attention: bool) -> list[list[FaceResult]]:
         per_image = [self._crops(im, detect) for im in images]
         flat = [self.face_tensor(c) for faces in per_image for (_, c, _) in faces]
-        probs, atts = self._classify(flat, attention)
+        points = self._points([f for faces in per_image for f in faces])
+        probs, atts = self._classify(flat, attention, points)
         results: list[list[FaceResult]] = []
         k = 0
         for faces in per_image:
