@@ -199,6 +199,20 @@ def test_affectnet(tmp_path: Path) -> None:
     assert [s.id for s in build_dataset("affectnet:valid", root=base).samples] == ["4/h.jpg"]
 
 
+def test_affectnet_landmarks_come_into_the_crop(tmp_path: Path) -> None:
+    rows = [("1/a.jpg", 0), ("1/b.jpg", 1), ("2/c.jpg", 7)]
+    train = build_dataset("affectnet:train", root=_affectnet(tmp_path, rows))
+    # row 0 has an empty landmark field: the dataset then has no uniform landmark count
+    assert train.samples[0].landmarks is None and train.samples[1].landmarks == ((1.0, 2.0), (3.5, 4.5))
+    assert train.landmark_count == 0
+    both = train.with_samples(train.samples[1:])
+    assert both.landmark_count == 2
+    # the box (2, 3, 10, 12) moves the points into the crop
+    assert both.load_landmarks(0).tolist() == [[-1.0, -1.0], [1.5, 1.5]]
+    off = build_dataset("affectnet:train", root=tmp_path / "AffectNet", landmarks=False)
+    assert all(s.landmarks is None for s in off.samples)
+
+
 def test_affectnet_errors(tmp_path: Path) -> None:
     base = _affectnet(tmp_path, [("1/a.jpg", 0), ("1/b.jpg", 11)])
     with pytest.raises(DatasetError, match=r"training\.csv:3: .*label 11 is out of range"):

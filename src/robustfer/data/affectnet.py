@@ -11,8 +11,11 @@ facial_landmarks,expression,valence,arousal`` (a copy of ``validation.csv`` with
 header row is accepted too). ``expression`` is in the native order
 0 Neutral, 1 Happy, 2 Sad, 3 Surprise, 4 Fear, 5 Disgust, 6 Anger, 7 Contempt, 8 None,
 9 Uncertain, 10 No-face; rows 8..10 are dropped, and contempt too when ``num_classes=7``.
-The face box becomes ``Sample.box`` so images are cropped to the face; the landmarks,
-valence and arousal columns are not used.
+The face box becomes ``Sample.box`` so images are cropped to the face; the 68 facial landmarks
+(``x1;y1;x2;y2;...`` in pixels of the original image) become ``Sample.landmarks``, which the
+engine moves into the crop and passes to models that take them (RAN ``regions: landmarks``,
+AHA; see :mod:`robustfer.data.landmarks`); ``landmarks=False`` leaves them out. Valence and
+arousal are not used.
 
 AffectNet's test set is not public: published accuracies are on the validation set
 (split ``valid`` here, 500 images per class). The registry therefore declares
@@ -45,10 +48,23 @@ COLUMNS = (
 
 
 Box = tuple[int, int, int, int]
+Points = tuple[tuple[float, float], ...]
 
 
-def read_affectnet_csv(path: Path, num_classes: int = 8) -> list[tuple[str, int, Box]]:
-    """Rows ``(relative image path, canonical label, (x, y, w, h))`` of one AffectNet CSV.
+def parse_points(text: str) -> Points | None:
+    """``x1;y1;x2;y2;...`` -> ``((x1, y1), ...)``; ``None`` for an empty or malformed field."""
+    try:
+        vals = [float(v) for v in text.replace(",", ";").split(";") if v.strip()]
+    except ValueError:
+        return None
+    if not vals or len(vals) % 2:
+        return None
+    return tuple((vals[i], vals[i + 1]) for i in range(0, len(vals), 2))
+
+
+def read_affectnet_csv(path: Path, num_classes: int = 8) -> list[tuple[str, int, Box, Points | None]]:
+    """Rows ``(relative image path, canonical label, (x, y, w, h), landmarks or None)`` of one
+    AffectNet CSV.
 
     Raises:
         DatasetError: naming ``file:line`` on a bad header, a malformed row or an unknown label.
@@ -87,7 +103,7 @@ def read_affectnet_csv(path: Path, num_classes: int = 8) -> list[tuple[str, int,
                 raise DatasetError(f"{where}: {e}") from None
             if label is None or (num_classes == 7 and label == Expression.CONTEMPT):
                 continue
-            rows.append((row[0].strip(), label, (x, y, w, h)))
+            rows.append((row[0].strip(), label, (x, y, w, h), parse_points(row[5])))
     return rows
 
 
@@ -99,7 +115,7 @@ def read_affectnet_csv(path: Path, num_classes: int = 8) -> list[tuple[str, int,
     has_validation=False,
 )
 def build_affectnet(
-    root: Path, split: str, num_classes: int = 8, cache: bool = True
+    root: Path, split: str, num_classes: int = 8, cache: bool = True, landmarks: bool = True
 ) -> FERDataset:
     """Load the AffectNet training or validation list.
 
@@ -108,6 +124,7 @@ def build_affectnet(
         split: ``train`` (training.csv) or ``valid`` (validation.csv).
         num_classes: 8 (with contempt) or 7 (contempt rows dropped).
         cache: keep decoded images in memory (AffectNet is large: consider ``False``).
+        landmarks: attach the 68 landmarks of each row (used only where every row has them).
     """
     if num_classes not in (7, 8):
         raise DatasetError(f"affectnet num_classes must be 7 or 8, got {num_classes}.")
@@ -122,7 +139,7 @@ def build_affectnet(
     if not img_dir.is_dir():
         img_dir = root
     samples = [
-        Sample(id=rel, label=label, path=img_dir / rel, box=box)
-        for rel, label, box in read_affectnet_csv(path, num_classes)
+        Sample(id=rel, label=label, path=img_dir / rel, box=box, landmarks=pts if landmarks else None)
+        for rel, label, box, pts in read_affectnet_csv(path, num_classes)
     ]
     return FERDataset("affectnet", split, samples, num_classes, root=root, cache=cache)
