@@ -90,7 +90,7 @@ def test_train_transform_moves_points_with_the_image(aug: AugmentConfig) -> None
 
 def test_box_crop_shifts_the_landmarks() -> None:
     img = dots(96, FIVE)
-    s = Sample(id="a", label=1, pixels=img, box=(10, 20, 70, 70), landmarks=tuple(map(tuple, FIVE)))
+    s = Sample(id="a", label=1, pixels=img, box=(10, 20, 70, 70), landmarks=FIVE.copy())
     ds = FERDataset("x", "train", [s], 8)
     assert ds.landmark_count == 5
     np.testing.assert_allclose(ds.load_landmarks(0), FIVE - [10, 20])

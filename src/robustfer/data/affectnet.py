@@ -30,6 +30,8 @@ import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from robustfer.data.base import FERDataset, Sample, register_dataset
 from robustfer.data.labels import Expression, LabelMap
 from robustfer.errors import DatasetError
@@ -48,21 +50,18 @@ COLUMNS = (
 
 
 Box = tuple[int, int, int, int]
-Points = tuple[tuple[float, float], ...]
-
-
-def parse_points(text: str) -> Points | None:
-    """``x1;y1;x2;y2;...`` -> ``((x1, y1), ...)``; ``None`` for an empty or malformed field."""
+def parse_points(text: str) -> np.ndarray | None:
+    """``x1;y1;x2;y2;...`` -> float32 (L, 2); ``None`` for an empty or malformed field."""
     try:
         vals = [float(v) for v in text.replace(",", ";").split(";") if v.strip()]
     except ValueError:
         return None
     if not vals or len(vals) % 2:
         return None
-    return tuple((vals[i], vals[i + 1]) for i in range(0, len(vals), 2))
+    return np.asarray(vals, dtype=np.float32).reshape(-1, 2)
 
 
-def read_affectnet_csv(path: Path, num_classes: int = 8) -> list[tuple[str, int, Box, Points | None]]:
+def read_affectnet_csv(path: Path, num_classes: int = 8) -> list[tuple[str, int, Box, np.ndarray | None]]:
     """Rows ``(relative image path, canonical label, (x, y, w, h), landmarks or None)`` of one
     AffectNet CSV.
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+
 from robustfer.data.base import FERDataset, Sample, register_dataset
 from robustfer.data.labels import EXPRESSIONS_8, Expression, LabelMap, canonical_index
 from robustfer.errors import DatasetError
@@ -107,14 +109,14 @@ def _read_csv(path: Path, root: Path) -> list[Sample]:
                     landmarks=_parse_landmarks(row.get("landmarks"), where),
                 )
             )
-    counts = {len(s.landmarks or ()) for s in samples}
+    counts = {0 if s.landmarks is None else len(s.landmarks) for s in samples}
     if len(counts) > 1:
         raise DatasetError(f"{path}: rows have {sorted(counts)} landmarks; give every row the same "
                            "number of points (or leave the column empty everywhere).")
     return samples
 
 
-def _parse_landmarks(text: str | None, where: str) -> tuple[tuple[float, float], ...] | None:
+def _parse_landmarks(text: str | None, where: str) -> np.ndarray | None:
     text = (text or "").replace(";", " ").replace(",", " ").strip()
     if not text:
         return None
@@ -125,7 +127,7 @@ def _parse_landmarks(text: str | None, where: str) -> tuple[tuple[float, float],
                            "in pixels.") from None
     if len(vals) % 2:
         raise DatasetError(f"{where}: {len(vals)} landmark values is odd; expected x y pairs.")
-    return tuple((vals[i], vals[i + 1]) for i in range(0, len(vals), 2))
+    return np.asarray(vals, dtype=np.float32).reshape(-1, 2)
 
 
 def _class_label(cls_dir: Path) -> int:
