@@ -38,6 +38,7 @@ def embed_checkpoint(checkpoint: str | Path, spec: str, data_root: str | None = 
     from robustfer.engine.checkpoint import load_model
     from robustfer.engine.config import config_from_dict
     from robustfer.engine.data import build_eval_dataset
+    from robustfer.data.landmarks import takes_landmarks
     from robustfer.engine.train import EvalTransform
 
     model, meta = load_model(checkpoint, device)
@@ -51,13 +52,19 @@ def embed_checkpoint(checkpoint: str | Path, spec: str, data_root: str | None = 
     if n < 5:
         raise ConfigError(f"{spec} has {n} images; t-SNE needs at least 5.")
     idx = np.sort(np.random.default_rng(seed).choice(n, size=min(max_items, n), replace=False))
-    tf = EvalTransform(meta.preprocess)
+    from robustfer.engine.data import TorchView
+
+    view = TorchView(ds, EvalTransform(meta.preprocess))  # images, and landmarks where the data has them
     feats: list[torch.Tensor] = []
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(idx), batch_size):
-            x = torch.stack([tf(ds[int(i)][0]) for i in idx[start:start + batch_size]])
-            out = model(x.to(device))
+            items = [view[int(i)] for i in idx[start:start + batch_size]]
+            x = torch.stack([it["image"] for it in items])
+            kw = {}
+            if "landmarks" in items[0] and takes_landmarks(model):
+                kw["landmarks"] = torch.stack([it["landmarks"] for it in items]).to(device)
+            out = model(x.to(device), **kw)
             if out.features is None:
                 raise ConfigError(f"model {meta.model_name!r} returns no features to embed; "
                                   "t-SNE needs a model whose ModelOutput has features.")
