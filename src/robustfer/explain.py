@@ -78,10 +78,14 @@ def explain_image(recognizer: Any, image: Any, detect: bool = True, source: str 
     rgb = load_image(image)
     pre = recognizer.preprocess
     out = []
-    for i, (_, crop, _) in enumerate(recognizer._crops(rgb, detect)):
+    faces = recognizer._crops(rgb, detect)
+    points = recognizer._points(faces)  # the detector's landmarks in each crop, for models taking them
+    dev = next(model.parameters()).device
+    for i, (_, crop, _) in enumerate(faces):
         x = recognizer.face_tensor(crop)
+        kw = {} if points[i] is None else {"landmarks": torch.from_numpy(points[i])[None].to(dev)}
         with torch.inference_mode():
-            o = model(torch.from_numpy(x)[None].to(next(model.parameters()).device))
+            o = model(torch.from_numpy(x)[None].to(dev), **kw)
         o = ModelOutput(**{k: (v.detach().float().cpu() if isinstance(v, torch.Tensor) else
                                {n: t.detach().float().cpu() for n, t in v.items()} if isinstance(v, dict) else v)
                            for k, v in vars(o).items()})
