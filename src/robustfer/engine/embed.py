@@ -35,10 +35,10 @@ def embed_checkpoint(checkpoint: str | Path, spec: str, data_root: str | None = 
     """
     from sklearn.manifold import TSNE
 
+    from robustfer.data.landmarks import takes_landmarks
     from robustfer.engine.checkpoint import load_model
     from robustfer.engine.config import config_from_dict
     from robustfer.engine.data import build_eval_dataset
-    from robustfer.data.landmarks import takes_landmarks
     from robustfer.engine.train import EvalTransform
 
     model, meta = load_model(checkpoint, device)

@@ -21,8 +21,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustfer.data.base import FERDataset
-from robustfer.data.transforms import EvalTransform, Preprocess
 from robustfer.data.landmarks import flip_points_tensor, model_inputs
+from robustfer.data.transforms import EvalTransform, Preprocess
 from robustfer.engine.data import TorchView, make_loader
 from robustfer.engine.metrics import classification_metrics, format_table, group_accuracy
 from robustfer.errors import ConfigError
