@@ -34,6 +34,7 @@ import numpy as np
 
 from robustfer.data.base import FERDataset, Sample, register_dataset
 from robustfer.data.labels import Expression, LabelMap
+from robustfer.data.landmarks import parse_points
 from robustfer.errors import DatasetError
 
 AFFECTNET_LABELS = LabelMap.from_names(
@@ -50,15 +51,14 @@ COLUMNS = (
 
 
 Box = tuple[int, int, int, int]
-def parse_points(text: str) -> np.ndarray | None:
-    """``x1;y1;x2;y2;...`` -> float32 (L, 2); ``None`` for an empty or malformed field."""
+
+
+def _points(text: str) -> np.ndarray | None:
+    """The ``facial_landmarks`` field; ``None`` when it is empty or malformed (it is optional)."""
     try:
-        vals = [float(v) for v in text.replace(",", ";").split(";") if v.strip()]
+        return parse_points(text)
     except ValueError:
         return None
-    if not vals or len(vals) % 2:
-        return None
-    return np.asarray(vals, dtype=np.float32).reshape(-1, 2)
 
 
 def read_affectnet_csv(path: Path, num_classes: int = 8) -> list[tuple[str, int, Box, np.ndarray | None]]:
@@ -102,7 +102,7 @@ def read_affectnet_csv(path: Path, num_classes: int = 8) -> list[tuple[str, int,
                 raise DatasetError(f"{where}: {e}") from None
             if label is None or (num_classes == 7 and label == Expression.CONTEMPT):
                 continue
-            rows.append((row[0].strip(), label, (x, y, w, h), parse_points(row[5])))
+            rows.append((row[0].strip(), label, (x, y, w, h), _points(row[5])))
     return rows
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from robustfer.data.base import FERDataset, Sample, register_dataset
 from robustfer.data.labels import EXPRESSIONS_8, Expression, LabelMap, canonical_index
+from robustfer.data.landmarks import parse_points
 from robustfer.errors import DatasetError
 
 #: Native order of this loader is the canonical order itself.
@@ -117,17 +118,10 @@ def _read_csv(path: Path, root: Path) -> list[Sample]:
 
 
 def _parse_landmarks(text: str | None, where: str) -> np.ndarray | None:
-    text = (text or "").replace(";", " ").replace(",", " ").strip()
-    if not text:
-        return None
     try:
-        vals = [float(v) for v in text.split()]
-    except ValueError:
-        raise DatasetError(f"{where}: landmarks {text!r} are not numbers; expected 'x1 y1 x2 y2 ...' "
-                           "in pixels.") from None
-    if len(vals) % 2:
-        raise DatasetError(f"{where}: {len(vals)} landmark values is odd; expected x y pairs.")
-    return np.asarray(vals, dtype=np.float32).reshape(-1, 2)
+        return parse_points(text)
+    except ValueError as e:
+        raise DatasetError(f"{where}: {e}") from None
 
 
 def _class_label(cls_dir: Path) -> int:

@@ -40,6 +40,24 @@ def _ibug68_flip() -> list[int]:
 FLIP_ORDER: dict[int, list[int]] = {4: [1, 0, 2, 3], 5: [1, 0, 2, 4, 3], 68: _ibug68_flip()}
 
 
+def parse_points(text: str | None) -> np.ndarray | None:
+    """``"x1 y1 x2 y2 ..."`` (spaces, commas or semicolons) -> float32 (L, 2); ``None`` if empty.
+
+    Raises:
+        ValueError: a value is not a number, or the count is odd (the message says which).
+    """
+    text = (text or "").replace(";", " ").replace(",", " ").strip()
+    if not text:
+        return None
+    try:
+        vals = [float(v) for v in text.split()]
+    except ValueError:
+        raise ValueError(f"landmarks {text!r} are not numbers; expected 'x1 y1 x2 y2 ...' in pixels.") from None
+    if len(vals) % 2:
+        raise ValueError(f"{len(vals)} landmark values is odd; expected x y pairs.")
+    return np.asarray(vals, dtype=np.float32).reshape(-1, 2)
+
+
 def flip_points(pts: np.ndarray, width: int) -> np.ndarray:
     """Mirror (L, 2) pixel points of an image ``width`` pixels wide, swapping left and right."""
     out = np.asarray(pts, dtype=np.float32).copy()

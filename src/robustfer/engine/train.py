@@ -170,14 +170,14 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resume_config(last_path: Path, cfg: Config) -> None:
-    """Refuse to resume ``last.pt`` under a config that would train something else.
+def check_resume_config(st: dict[str, Any], last_path: Path, cfg: Config) -> None:
+    """Refuse to resume the training state ``st`` (read from ``last_path``) under a config that
+    would train something else.
 
     The run's saved config (in ``last.pt``) is compared with ``cfg``, key by key, except the
     settings in :data:`RESUME_MAY_CHANGE`; a difference raises :class:`ConfigError` naming the
     keys and both values, so a changed recipe never silently continues an old run.
     """
-    st = load_training_state(last_path)
     try:
         saved = json.loads(st["meta"]["config"])
     except (KeyError, TypeError, ValueError):
@@ -241,8 +241,10 @@ def train(cfg: Config) -> dict[str, Any]:
         torch.cuda.set_device(device)
     seed_everything(cfg.train.seed + dinfo.rank)
     run_dir = cfg.run_dir
-    if cfg.train.resume and (run_dir / "last.pt").exists():
-        check_resume_config(run_dir / "last.pt", cfg)  # before config.yaml is overwritten
+    last_path = run_dir / "last.pt"
+    resume_state = load_training_state(last_path) if cfg.train.resume and last_path.exists() else None
+    if resume_state is not None:
+        check_resume_config(resume_state, last_path, cfg)  # before config.yaml is overwritten
     if dinfo.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(cfg))
@@ -296,9 +298,8 @@ def train(cfg: Config) -> dict[str, Any]:
 
     # ---------------------------------------------------------------- resume
     start_epoch, best, best_epoch, history, bad_epochs = 1, -1.0, 0, [], 0
-    last_path = run_dir / "last.pt"
-    if cfg.train.resume and last_path.exists():
-        st = load_training_state(last_path)
+    if resume_state is not None:
+        st, resume_state = resume_state, None  # read once, above
         model.load_state_dict(st["model"])
         optimizer.load_state_dict(st["optimizer"])
         scheduler.load_state_dict(st["scheduler"])

@@ -170,12 +170,9 @@ class TorchClassifier:
         self.device = torch.device(device)
         # channels-last: same fp32 arithmetic, about 1.4x faster convolutions on CPU here
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
-
-    @property
-    def takes_landmarks(self) -> bool:
         from robustfer.data.landmarks import takes_landmarks
 
-        return takes_landmarks(self.model)
+        self.takes_landmarks = takes_landmarks(model)  # once, not per batch
 
     def __call__(self, x: np.ndarray, attention: bool = False,
                  landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
