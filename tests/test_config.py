@@ -83,6 +83,12 @@ def test_int_override_of_float_key_becomes_float() -> None:
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
 
 
+def test_exponent_without_dot_is_a_float() -> None:
+    # YAML 1.1 reads 1e-4 as a string; a float key takes it as the number it is
+    assert load_config(overrides=["optim.lr=1e-4"]).optim.lr == 1e-4
+    assert load_config(overrides=["train.checkpoint_minutes=1e-9"]).train.checkpoint_minutes == 1e-9
+
+
 def test_optional_key_takes_none_and_value() -> None:
     assert load_config(overrides=["data.val=null"]).data.val is None
     assert load_config(overrides=["train.grad_clip=5"]).train.grad_clip == 5.0

@@ -219,6 +219,52 @@ def test_resume_after_interruption_is_exact(tmp_path, capsys, monkeypatch, save_
         assert torch.equal(v, v2), k
 
 
+def test_resume_mid_epoch_is_exact(tmp_path, capsys, monkeypatch):
+    """A run killed inside epoch 2, after a mid-epoch save, resumes after the last saved batch
+    (not at the epoch's start) and ends exactly like an uninterrupted run: the same weights,
+    the same per-epoch losses (the interrupted epoch's sums are carried over)."""
+    # 4 steps of 8 per epoch; checkpoint_minutes tiny: a mid-epoch save after every step
+    steps = [*NO_EVAL, "train.max_steps_per_epoch=null", "train.batch_size=8", "train.epochs=2"]
+    assert train_cli(tmp_path / "b", "r", *steps) == 0
+    real_save = train_mod.save_training_state
+    saved: list[tuple[int, int | None]] = []
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        part = state.get("partial")
+        saved.append((state["epoch"], part and part["step"]))
+        if part and part["epoch"] == 2 and part["step"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_training_state", save_then_die)
+    assert train_cli(tmp_path / "a", "r", *steps, "train.checkpoint_minutes=1e-9") == 130
+    assert saved == [(0, 1), (0, 2), (0, 3), (1, None), (1, 1), (1, 2)], saved
+    assert "run the same command again" in capsys.readouterr().err
+    monkeypatch.setattr(train_mod, "save_training_state", real_save)
+
+    assert train_cli(tmp_path / "a", "r", *steps) == 0  # checkpoint_minutes may change on resume
+    assert "after step 2/4 of epoch 2" in capsys.readouterr().out
+    resumed = read_csv(tmp_path / "a" / "r" / "metrics.csv")
+    scratch = read_csv(tmp_path / "b" / "r" / "metrics.csv")
+    assert [int(r["epoch"]) for r in resumed] == [1, 2]
+    for epoch in (1, 2):
+        for k in _COMPARE:
+            assert _row(resumed, epoch)[k] == _row(scratch, epoch)[k], (epoch, k)
+    wa, _ = load_model(tmp_path / "a" / "r" / "last.pt")
+    wb, _ = load_model(tmp_path / "b" / "r" / "last.pt")
+    for (k, v), v2 in zip(wa.state_dict().items(), wb.state_dict().values()):
+        assert torch.equal(v, v2), k
+    assert "partial" not in torch.load(tmp_path / "a" / "r" / "last.pt", weights_only=False)
+
+
+def test_sampler_skip_drops_the_first_indices_of_the_same_order():
+    s = EpochSampler(np.arange(10) % 3, seed=1)
+    s.set_epoch(4)
+    full = list(s)
+    s.set_epoch(4, skip=6)
+    assert list(s) == full[6:] and len(s) == 4
+
+
 def test_seed_changes_the_run(tmp_path, scratch3):
     # (same seed, same run: the resume tests compare independent runs exactly)
     assert train_cli(tmp_path, "s1", "train.epochs=1", "train.seed=1", *NO_EVAL) == 0

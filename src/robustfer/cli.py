@@ -349,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"robustfer: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("robustfer: interrupted; finished epochs are kept in last.pt (run again to resume).",
+        print("robustfer: interrupted; last.pt keeps the finished epochs and, within an epoch, the "
+              "last save (every train.checkpoint_minutes): run the same command again to resume.",
               file=sys.stderr)
         return 130
 

@@ -110,6 +110,13 @@ class TrainConfig:
     ``amp`` trains under bf16 autocast on GPUs; ``amp_cpu`` does so on CPUs too (worth it on
     CPUs with AVX512-BF16/AMX: the compact CNN's training step goes from 89 to 151 images/s on
     the 2-core AMD EPYC here, ``benchmarks/train_throughput.py --amp-cpu``).
+
+    ``last.pt`` is written after every epoch and, within an epoch, whenever
+    ``checkpoint_minutes`` have passed since the last write (``null`` or 0: at epoch ends
+    only), so a killed run loses at most that much work. Resuming mid-epoch skips the batches
+    already trained on; with ``data.num_workers: 0`` the resumed run equals an uninterrupted one
+    exactly (with workers, the rest of the epoch sees the same images under other augmentation
+    draws).
     """
 
     epochs: int = 14
@@ -126,6 +133,7 @@ class TrainConfig:
     resume: bool = True
     threads: int | None = None
     progress: bool = True
+    checkpoint_minutes: float | None = 10.0
 
 
 @dataclass
@@ -204,6 +212,11 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str:
         if isinstance(value, str):
             return value

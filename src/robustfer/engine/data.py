@@ -84,14 +84,18 @@ class EpochSampler(Sampler[int]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.skip = 0
         counts = np.bincount(self.labels, minlength=int(self.labels.max(initial=0)) + 1)
         self.weights = torch.tensor(1.0 / counts[self.labels], dtype=torch.double)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Select epoch ``epoch``'s order; ``skip`` drops this rank's first ``skip`` indices (a
+        run resumed mid-epoch does not see the batches it already trained on again)."""
         self.epoch = epoch
+        self.skip = skip
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.world_size)
+        return math.ceil(len(self.labels) / self.world_size) - self.skip
 
     def __iter__(self):  # type: ignore[override]
         n = len(self.labels)
@@ -102,10 +106,10 @@ class EpochSampler(Sampler[int]):
             order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
-        total = len(self) * self.world_size
+        total = math.ceil(n / self.world_size) * self.world_size
         if total > n:
             order = torch.cat([order, order[: total - n]])
-        return iter(order[self.rank:total:self.world_size].tolist())
+        return iter(order[self.rank:total:self.world_size][self.skip:].tolist())
 
 
 def _worker_init(worker_id: int) -> None:

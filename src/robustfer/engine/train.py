@@ -5,8 +5,9 @@ name) from a :class:`~robustfer.engine.config.Config`, and runs a plain loop: se
 progress bar and ETA, per-step LR schedule, bf16 autocast and channels-last on GPU, DDP when
 launched by ``torchrun``. After every epoch it evaluates the validation split, appends a
 row to ``metrics.csv``/``metrics.jsonl``, writes ``best.safetensors`` when the selection
-metric improved and ``last.pt`` (full training state) always — both atomically — so a killed
-run resumes where it stopped. Finally it reloads the best checkpoint and evaluates
+metric improved and ``last.pt`` (full training state) always — both atomically — and
+``last.pt`` also every ``train.checkpoint_minutes`` within an epoch, so a killed run resumes
+where it stopped (mid-epoch: after the last batch saved). Finally it reloads the best checkpoint and evaluates
 ``data.eval`` (test set, subsets, occluders) into ``report.json``.
 
 The engine knows nothing about a particular method: a method plugs in through its model
@@ -157,7 +158,7 @@ def preprocess_from(cfg: Config) -> Preprocess:
 # Settings a resumed run may change: they do not alter what is trained (train.epochs extends a
 # run on purpose, see the README; eval.* only shapes the final evaluation).
 RESUME_MAY_CHANGE = ("train.epochs", "train.threads", "train.progress", "train.device", "train.resume",
-                     "data.root", "data.num_workers", "output_dir", "eval.")
+                     "train.checkpoint_minutes", "data.root", "data.num_workers", "output_dir", "eval.")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -298,6 +299,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
     # ---------------------------------------------------------------- resume
     start_epoch, best, best_epoch, history, bad_epochs = 1, -1.0, 0, [], 0
+    partial: dict[str, Any] | None = None  # the sums of an epoch interrupted after a mid-epoch save
     if resume_state is not None:
         st, resume_state = resume_state, None  # read once, above
         model.load_state_dict(st["model"])
@@ -308,28 +310,54 @@ def train(cfg: Config) -> dict[str, Any]:
         torch.set_rng_state(st["torch_rng"])
         np.random.set_state(st["numpy_rng"])
         random.setstate(st["python_rng"])
-        say(f"resumed from {last_path} after epoch {st['epoch']} (best {cfg.train.select_metric} "
+        partial = st.get("partial")
+        where = (f"epoch {st['epoch']}" if partial is None else
+                 f"step {partial['step']}/{steps_per_epoch} of epoch {partial['epoch']}")
+        say(f"resumed from {last_path} after {where} (best {cfg.train.select_metric} "
             f"{best:.4f} at epoch {best_epoch})")
     log = _CsvLog(run_dir)
     if dinfo.is_main:
         log.rewrite(history)
 
+    def training_state(epoch_done: int, part: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything a resumed run needs; ``part``: the sums of the epoch in progress."""
+        st = {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": epoch_done, "best": best, "best_epoch": best_epoch, "history": history,
+            "bad_epochs": bad_epochs, "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+            "meta": CheckpointMeta(**meta_base, epoch=epoch_done, metrics={}).to_strings(),
+        }
+        if part is not None:
+            st["partial"] = part
+        return st
+
+    ckpt_every = (cfg.train.checkpoint_minutes or 0) * 60.0
+    last_save = time.time()
+
     # ---------------------------------------------------------------- loop
     for epoch in range(start_epoch, cfg.train.epochs + 1):
         if bad_epochs and cfg.train.early_stopping_patience and bad_epochs >= cfg.train.early_stopping_patience:
             break
-        sampler.set_epoch(epoch)
+        skip = 0
+        loss_sum, correct, seen, prior_time = 0.0, 0, 0, 0.0
+        part_sums: dict[str, float] = {}
+        if partial is not None and partial["epoch"] == epoch:
+            skip = partial["step"]
+            loss_sum, correct, seen = partial["loss_sum"], partial["correct"], partial["seen"]
+            part_sums, prior_time = dict(partial["part_sums"]), partial["seconds"]
+        partial = None
+        sampler.set_epoch(epoch, skip=skip * cfg.train.batch_size)
         if cfg.data.num_workers > 0:
             # with workers, augmentation randomness comes from per-epoch worker seeds; with
             # none, from the main process's generators, which last.pt saves and restores
             seed_loader_for_epoch(loader, cfg.train.seed, epoch, dinfo.rank)
         ddp_model.train()
-        t0 = time.time()
-        loss_sum, correct, seen = 0.0, 0, 0
-        part_sums: dict[str, float] = {}
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.train.epochs}",
+        t0 = time.time() - prior_time
+        bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}/{cfg.train.epochs}",
                    disable=not (cfg.train.progress and dinfo.is_main), dynamic_ncols=True)
-        for step, batch in enumerate(loader):
+        for step, batch in enumerate(loader, start=skip):
             if step >= steps_per_epoch:
                 break
             x = batch["image"].to(device, non_blocking=True)
@@ -360,6 +388,12 @@ def train(cfg: Config) -> dict[str, Any]:
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
                             lr=f"{scheduler.get_last_lr()[0]:.2e}")
             bar.update(1)
+            if ckpt_every and dinfo.is_main and step + 1 < steps_per_epoch and time.time() - last_save >= ckpt_every:
+                # mid-epoch save: a run killed now loses at most checkpoint_minutes of work
+                save_training_state(last_path, training_state(epoch - 1, {
+                    "epoch": epoch, "step": step + 1, "loss_sum": loss_sum, "correct": correct,
+                    "seen": seen, "part_sums": dict(part_sums), "seconds": time.time() - t0}))
+                last_save = time.time()
         bar.close()
         train_time = time.time() - t0
 
@@ -388,14 +422,8 @@ def train(cfg: Config) -> dict[str, Any]:
                 row.update({f"train_{k}": v / max(1, seen) for k, v in part_sums.items()})
             history.append(row)
             log.write(row)
-            save_training_state(last_path, {
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "best": best, "best_epoch": best_epoch, "history": history,
-                "bad_epochs": bad_epochs, "torch_rng": torch.get_rng_state(),
-                "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
-                "meta": CheckpointMeta(**meta_base, epoch=epoch, metrics={}).to_strings(),
-            })
+            save_training_state(last_path, training_state(epoch))
+            last_save = time.time()
             say(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
                 f"val acc {vm['accuracy']:.4f} mca {vm['mean_class_accuracy']:.4f} "
                 f"({train_time:.0f}s, {row['images_per_second']:.0f} img/s){' *' if improved else ''}")
