@@ -118,6 +118,29 @@ def test_attention_models_export_with_parity(tmp_path: Path, name: str, options:
     assert np.abs(clf.logits(x[:1].numpy()) - ref[:1]).max() <= 1e-4
 
 
+def test_landmark_models_export_says_what_the_graph_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """RAN cropping around landmarks cannot take them through the image-only graph: a clear
+    error, not a traceback; AHA (landmarks optional) exports with a warning that it crops
+    from its template."""
+    from robustfer.data.labels import class_names
+    from robustfer.data.transforms import Preprocess
+    from robustfer.engine.checkpoint import CheckpointMeta, save_model
+    from robustfer.models import create_model
+
+    for name, options in (("ran_compact_cnn", {"width": 0.25, "crop_size": 32, "regions": "landmarks"}),
+                          ("aha_compact_cnn", {"width": 0.25})):
+        model = create_model(name, num_classes=8, in_chans=1, **options).eval()
+        save_model(tmp_path / f"{name}.safetensors", model,
+                   CheckpointMeta(name, options, class_names(8), Preprocess(), {}, 0, {}))
+    assert main(["export", "--checkpoint", str(tmp_path / "ran_compact_cnn.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be exported" in err and "regions='fixed'" in err and "PyTorch backend" in err, err
+    assert not (tmp_path / "ran_compact_cnn.onnx").exists()
+    with pytest.warns(UserWarning, match="fixed template"):
+        assert main(["export", "--checkpoint", str(tmp_path / "aha_compact_cnn.safetensors")]) == 0
+    assert (tmp_path / "aha_compact_cnn.onnx").is_file()
+
+
 # ------------------------------------------------------------------ int8 (static quantisation)
 def _face_folder(rec: Recognizer, folder: Path, data_root: Path | None) -> Path:
     """Face crops as image files: the samples' detected faces and, with the data, FERPlus train."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from robustfer.errors import CheckpointError, ConfigError
+from robustfer.errors import CheckpointError, ConfigError, ModelError
 
 
 def _require(module: str) -> Any:
@@ -65,6 +65,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     """
     import torch
 
+    from robustfer.data.landmarks import takes_landmarks
     from robustfer.engine.checkpoint import atomic_write, load_model, read_meta
 
     _require("onnx")
@@ -75,8 +76,15 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     model, meta = load_model(checkpoint)
     pre = meta.preprocess
     x = torch.randn(2, pre.in_chans, pre.input_size, pre.input_size)
-    with torch.no_grad():
-        with_att = model(x).attention_maps is not None
+    try:
+        with torch.no_grad():
+            with_att = model(x).attention_maps is not None
+    except ModelError as e:
+        # e.g. RAN built with regions='landmarks': its crops need each face's landmarks
+        raise ConfigError(f"{checkpoint} cannot be exported to ONNX: {meta.model_name} needs more than "
+                          f"the image ({e}). The ONNX graph takes the face crop only; export a model "
+                          "that crops from a fixed layout (RAN: regions='fixed'), or serve this one "
+                          "with the PyTorch backend, which passes the detector's landmarks.") from None
     wrapped = _Wrapped(model, with_att)
     out = Path(out) if out else checkpoint.with_suffix(".onnx")
     names = ["logits", "attention_maps"] if with_att else ["logits"]
@@ -98,6 +106,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
         onnx.save(m, str(tmp))
 
     atomic_write(out, write)
+    if takes_landmarks(model):
+        import warnings
+
+        warnings.warn(f"{meta.model_name} can use landmarks, but the ONNX graph takes the face crop only: "
+                      "it crops its regions from the fixed template, as on faces without landmarks. "
+                      "The PyTorch backend passes the detector's landmarks.", stacklevel=2)
     if check:
         xb = torch.randn(3, pre.in_chans, pre.input_size, pre.input_size)
         with torch.no_grad():
