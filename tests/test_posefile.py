@@ -72,3 +72,20 @@ def test_ran_agreement_is_perfect_for_the_lists_themselves(data_root: Path) -> N
     for k in ("pose>30", "pose>45"):
         assert agr[k]["accuracy"] == 1.0 and agr[k]["coverage"] == 1.0
     assert agr["pose>30"]["base_rate"] == pytest.approx(1170 / 3137)
+
+
+def test_training_log_counts_pose_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The run says how many training images carry a pose label (PhaNet's pose head learns
+    from those only; annotate-pose finds no face in about 30 % of FERPlus)."""
+    f = _write(tmp_path / "p.csv", [
+        {"id": "train/00000", "yaw": "-60.5", "pitch": "", "roll": "", "yaw_bin": "0", "method": "landmarks"},
+        {"id": "train/00001", "yaw": "10.0", "pitch": "", "roll": "", "yaw_bin": "2", "method": "landmarks"},
+        {"id": "train/00002", "yaw": "", "pitch": "", "roll": "", "yaw_bin": "", "method": "none"},
+    ])
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "synthetic_quickstart.yaml"
+    assert main(["train", "--config", str(recipe), "--output-dir", str(tmp_path), "--name", "r",
+                 "train.progress=false", "data.train_options={size: 32}", "data.eval_options={size: 16}",
+                 "train.batch_size=16", "train.max_steps_per_epoch=1", "model.options={width: 0.25}",
+                 "train.epochs=1", "data.eval=[]", "eval.plots=false", f"data.pose_file={f}"]) == 0
+    # synthetic samples carry their own pose bins; the file replaces three of them, one by "none"
+    assert "pose labels: 31 of 32 training images" in capsys.readouterr().out

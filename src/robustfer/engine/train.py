@@ -256,6 +256,9 @@ def train(cfg: Config) -> dict[str, Any]:
     train_ds, val_ds = build_train_val(cfg.data)
     say(f"train {train_ds.spec}: {len(train_ds)} images {train_ds.class_counts()}")
     say(f"val   {val_ds.spec}: {len(val_ds)} images (checkpoint selection)")
+    n_pose = sum(s.pose_bin is not None and s.pose_bin >= 0 for s in train_ds.samples)
+    if n_pose:
+        say(f"pose labels: {n_pose} of {len(train_ds)} training images")
     if cfg.data.cache:
         train_ds.preload(progress=cfg.train.progress and dinfo.is_main)
         val_ds.preload(progress=cfg.train.progress and dinfo.is_main)
