@@ -21,6 +21,7 @@ from robustfer.engine import train as train_mod
 from robustfer.engine.checkpoint import atomic_write, load_model, save_training_state
 from robustfer.engine.config import load_config
 from robustfer.engine.data import EpochSampler, build_train_val, stratified_split
+from robustfer.engine.evaluate import cpu_name
 from robustfer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +80,7 @@ def test_train_end_to_end_writes_run_folder(e2e_run):
     assert all(o["n"] == 48 for o in occ.values())
     assert report["best_epoch"] in (1, 2)
     assert report["selected_on"] == "synthetic:valid"
+    assert report["hardware"]["processor"] == cpu_name()  # the CPU model, where it can be read
 
     cfg = load_config(run / "config.yaml")  # the written config is a valid recipe
     assert cfg.train.epochs == 2 and cfg.data.train_options == {"size": 64}
@@ -589,3 +591,16 @@ def test_tsne_command_by_expression_and_pose(e2e_run, tmp_path, capsys):
         assert main(["tsne", "--checkpoint", ck, "--data", "synthetic:test", "--max-items", "30",
                      "--color", color, "--out", str(out)]) == 0, capsys.readouterr().err
         assert out.stat().st_size > 1000
+
+
+def test_cpu_name_reads_the_model_name(tmp_path: Path) -> None:
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                   "model name\t: Intel(R) Xeon(R) Processor @ 2.80GHz\nflags\t: fpu\n")
+    assert cpu_name(x86) == "Intel(R) Xeon(R) Processor @ 2.80GHz"
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 48.00\nModel\t: Raspberry Pi 4 Model B Rev 1.4\n")
+    assert cpu_name(arm) == "Raspberry Pi 4 Model B Rev 1.4"
+    # No file (not Linux): falls back to platform.processor(), None when that is empty too.
+    missing = cpu_name(tmp_path / "absent")
+    assert missing is None or isinstance(missing, str) and missing

@@ -8,6 +8,7 @@ it) and PNG plots (confusion matrix of the first dataset, accuracy vs occlusion)
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -165,6 +166,22 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name (e.g. "Intel(R) Xeon(R) Processor @ 2.80GHz"), or None if unknown.
+
+    ``platform.processor()`` is empty on most Linux systems, so read ``/proc/cpuinfo`` there:
+    a result names the hardware that produced it, and speeds differ a lot between CPU models.
+    """
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model"):
+                return value.strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def write_report(path: Path, results: dict[str, Any], context: dict[str, Any],
                  plots: bool = True) -> dict[str, Any]:
     """Write ``report.json`` and plots next to it; returns the report."""
@@ -174,7 +191,8 @@ def write_report(path: Path, results: dict[str, Any], context: dict[str, Any],
         "robustfer_version": __version__,
         "command": " ".join(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
+        "hardware": {"machine": platform.machine(), "processor": cpu_name(),
+                     "cpu_count": os.cpu_count(),
                      "torch": torch.__version__, "threads": torch.get_num_threads(),
                      "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         **context,
