@@ -29,9 +29,9 @@ CASES = {
 }
 
 
-def checkpoint(tmp_path: Path, name: str) -> Path:
+def checkpoint(tmp_path: Path, name: str, **extra: object) -> Path:
     torch.manual_seed(0)
-    options = CASES[name]
+    options = {**CASES[name], **extra}
     model = create_model(name, num_classes=8, in_chans=1, **options).eval()
     path = tmp_path / f"{name}.safetensors"
     save_model(path, model, CheckpointMeta(name, options, class_names(8), Preprocess(), {}, 0, {}))
@@ -94,6 +94,25 @@ def test_aha_explanation_names_its_branches(tmp_path: Path) -> None:
     (e,) = explain_image(rec, SAMPLES / "grace_hopper.jpg", model_name=rec.model_name)
     assert e.branch_names == ("global", "eye_left", "eye_right", "nose", "mouth", "mixture")
     assert e.output.region_logits.shape == (1, 6, 8) and e.output.boxes.shape == (1, 4, 4)
+
+
+@pytest.mark.parametrize("fusion", ["two_step", "concat"])
+def test_aha_region_labels_follow_the_fusion(tmp_path: Path, fusion: str) -> None:
+    from matplotlib.figure import Figure
+
+    from robustfer.explain import _draw_aha
+
+    rec = Recognizer.from_checkpoint(checkpoint(tmp_path, "aha_compact_cnn", fusion=fusion))
+    (e,) = explain_image(rec, SAMPLES / "grace_hopper.jpg", model_name=rec.model_name)
+    fig = Figure()
+    _draw_aha(fig, e)
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    if fusion == "two_step":  # the LSTM's weight alpha_k of each region
+        assert "LSTM weight" in fig.axes[0].get_title()
+        assert len(labels) == 4 and all(t.startswith("\u03b1 ") for t in labels)
+    else:  # concatenation has no region weights: the panel must not promise any
+        assert "no LSTM weights" in fig.axes[0].get_title()
+        assert labels == ["r1", "r2", "r3", "r4"]
 
 
 def test_phanet_explanation_has_nested_scales(tmp_path: Path) -> None:

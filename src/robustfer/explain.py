@@ -228,7 +228,10 @@ def _draw_aha(fig: Any, e: Explanation) -> None:
             label = f"\u03b1 {float(weights[0, k]):.2f}" if weights is not None else f"r{k + 1}"
             ax.text(x0 + 0.5, y0 + 0.5, label, color="white", fontsize=6, va="top",
                     bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "linewidth": 0})
-    ax.set_title("global spatial attention; regions (\u03b1: LSTM weight)", fontsize=8)
+    # The concatenation ablation (fusion="concat") has no LSTM, hence no region weights.
+    ax.set_title("global spatial attention; regions "
+                 + ("(\u03b1: LSTM weight)" if weights is not None else "(concatenated: no LSTM weights)"),
+                 fontsize=8)
     ax2 = fig.add_subplot(1, 2, 2)
     pred = int(np.argmax(e.probabilities))
     if o.region_logits is not None:
