@@ -593,7 +593,7 @@ def test_tsne_command_by_expression_and_pose(e2e_run, tmp_path, capsys):
         assert out.stat().st_size > 1000
 
 
-def test_cpu_name_reads_the_model_name(tmp_path: Path) -> None:
+def test_cpu_name_reads_the_model_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     x86 = tmp_path / "x86"
     x86.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
                    "model name\t: Intel(R) Xeon(R) Processor @ 2.80GHz\nflags\t: fpu\n")
@@ -602,5 +602,7 @@ def test_cpu_name_reads_the_model_name(tmp_path: Path) -> None:
     arm.write_text("processor\t: 0\nBogoMIPS\t: 48.00\nModel\t: Raspberry Pi 4 Model B Rev 1.4\n")
     assert cpu_name(arm) == "Raspberry Pi 4 Model B Rev 1.4"
     # No file (not Linux): falls back to platform.processor(), None when that is empty too.
-    missing = cpu_name(tmp_path / "absent")
-    assert missing is None or isinstance(missing, str) and missing
+    monkeypatch.setattr("platform.processor", lambda: "arm")
+    assert cpu_name(tmp_path / "absent") == "arm"
+    monkeypatch.setattr("platform.processor", lambda: "")
+    assert cpu_name(tmp_path / "absent") is None
