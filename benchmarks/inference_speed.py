@@ -50,7 +50,8 @@ def main() -> None:
     import torch
 
     from robustfer import Recognizer
-    from robustfer.export import OnnxClassifier, export_onnx
+    from robustfer.export import export_onnx
+    from robustfer.runtime.classifier import OnnxClassifier
     from robustfer.inference import HaarDetector, load_image
     from robustfer.inference.recognizer import pretrained_path
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robustfer.engine.config import Config, config_from_dict, dump_config, load_config
+from robustfer.engine.config import Config, config_from_dict, dump_config, load_config, resolve_recipe
 from robustfer.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,9 @@ def test_there_are_recipes() -> None:
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
 def test_recipe_loads(path: Path) -> None:
     cfg = load_config(path)
-    raw = yaml.safe_load(path.read_text())
+    assert yaml.safe_load(path.read_text())["name"] == path.stem  # a recipe never inherits its name
+    raw = resolve_recipe(path)  # the file with its `base:` chain merged in
+    assert "base" not in raw
     assert cfg.name == raw["name"]
     # every value the recipe sets is in the resolved config (options merge into defaults)
     resolved = cfg.to_dict()

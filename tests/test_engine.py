@@ -18,11 +18,12 @@ import torch
 
 from robustfer.cli import main
 from robustfer.engine import train as train_mod
-from robustfer.engine.checkpoint import atomic_write, load_model, save_training_state
+from robustfer.engine.checkpoint import save_training_state
 from robustfer.engine.config import load_config
 from robustfer.engine.data import EpochSampler, build_train_val, stratified_split
 from robustfer.engine.evaluate import cpu_name
 from robustfer.errors import ConfigError
+from robustfer.runtime.checkpoint import atomic_write, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = str(ROOT / "recipes" / "synthetic_quickstart.yaml")
@@ -104,7 +105,7 @@ def test_checkpoint_reloads_alone(e2e_run):
     assert out.logits.shape == (2, 7)
     # a run folder and the training state reload too
     m2, _ = load_model(run)
-    m3, meta3 = load_model(run / "last.pt")
+    _, meta3 = load_model(run / "last.pt")
     assert meta3.epoch == 2
     for (k, v), v2 in zip(model.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(v, v2), k
@@ -606,3 +607,29 @@ def test_cpu_name_reads_the_model_name(tmp_path: Path, monkeypatch: pytest.Monke
     assert cpu_name(tmp_path / "absent") == "arm"
     monkeypatch.setattr("platform.processor", lambda: "")
     assert cpu_name(tmp_path / "absent") is None
+
+
+def test_training_task_comes_from_the_model():
+    """A model without a ``training_schedule()`` gets the no-op task; one with it a
+    ScheduleTask that passes the phase of each step of the run and saves its step count."""
+    from robustfer.engine.train import ScheduleTask, TrainingTask, task_for
+    from robustfer.models import create_model
+    from robustfer.models.schedule import Phase, TrainingSchedule
+
+    plain = task_for(create_model("compact_cnn", num_classes=7, width=0.25))
+    assert type(plain) is TrainingTask and plain.forward_kwargs() == {} and plain.state_dict() == {}
+
+    class Scheduled(torch.nn.Module):
+        def training_schedule(self):
+            return TrainingSchedule(((Phase.CLASSIFY, 1), (Phase.RANK, 2)))
+
+    task = task_for(Scheduled())
+    assert isinstance(task, ScheduleTask)
+    got = []
+    for _ in range(4):
+        got.append(task.forward_kwargs()["phase"])
+        task.step_done()
+    assert got == [Phase.CLASSIFY, Phase.RANK, Phase.RANK, Phase.CLASSIFY]
+    again = task_for(Scheduled())
+    again.load_state_dict(task.state_dict())
+    assert again.state_dict() == {"step": 4} and again.forward_kwargs() == {"phase": Phase.RANK}

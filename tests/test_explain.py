@@ -11,7 +11,7 @@ import torch
 from robustfer.cli import main
 from robustfer.data.labels import class_names
 from robustfer.data.transforms import Preprocess
-from robustfer.engine.checkpoint import CheckpointMeta, save_model
+from robustfer.runtime.checkpoint import CheckpointMeta, save_model
 from robustfer.explain import explain_image
 from robustfer.inference import Recognizer
 from robustfer.models import create_model

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import platform
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +18,10 @@ pytest.importorskip("onnxscript")
 
 from robustfer import Recognizer  # noqa: E402
 from robustfer.cli import main  # noqa: E402
-from robustfer.engine.checkpoint import load_model  # noqa: E402
-from robustfer.export import OnnxClassifier  # noqa: E402
 from robustfer.inference import load_image  # noqa: E402
 from robustfer.inference.recognizer import pretrained_path  # noqa: E402
+from robustfer.runtime.checkpoint import load_model  # noqa: E402
+from robustfer.runtime.classifier import OnnxClassifier  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -102,8 +107,8 @@ def test_attention_models_export_with_parity(tmp_path: Path, name: str, options:
     """RAN's in-model crops (grid_sample) and SCAN-CCI's patch grid survive ONNX export."""
     from robustfer.data.labels import class_names
     from robustfer.data.transforms import Preprocess
-    from robustfer.engine.checkpoint import CheckpointMeta, save_model
     from robustfer.models import create_model
+    from robustfer.runtime.checkpoint import CheckpointMeta, save_model
 
     torch.manual_seed(0)
     model = create_model(name, num_classes=8, in_chans=1, **options).eval()
@@ -124,8 +129,8 @@ def test_landmark_models_export_says_what_the_graph_does(tmp_path: Path, capsys:
     from its template."""
     from robustfer.data.labels import class_names
     from robustfer.data.transforms import Preprocess
-    from robustfer.engine.checkpoint import CheckpointMeta, save_model
     from robustfer.models import create_model
+    from robustfer.runtime.checkpoint import CheckpointMeta, save_model
 
     for name, options in (("ran_compact_cnn", {"width": 0.25, "crop_size": 32, "regions": "landmarks"}),
                           ("aha_compact_cnn", {"width": 0.25})):
@@ -165,7 +170,7 @@ def test_int8_export_from_a_folder_of_faces(tmp_path: Path) -> None:
     """`export --int8` writes NAME.int8.onnx with the metadata, and it classifies like fp32."""
     from conftest import DATA_ROOT
 
-    from robustfer.export import meta_from_onnx
+    from robustfer.runtime.classifier import meta_from_onnx
 
     data = DATA_ROOT if DATA_ROOT.is_dir() else None
     rec = Recognizer.from_pretrained("default")
@@ -224,8 +229,8 @@ def test_evaluate_runs_an_onnx_file_like_its_checkpoint(tmp_path: Path) -> None:
 
     from robustfer.data.labels import class_names
     from robustfer.data.transforms import Preprocess
-    from robustfer.engine.checkpoint import CheckpointMeta, save_model
     from robustfer.models import create_model
+    from robustfer.runtime.checkpoint import CheckpointMeta, save_model
 
     torch.manual_seed(0)
     model = create_model("compact_cnn", num_classes=8, in_chans=1, width=0.25).eval()
@@ -241,3 +246,120 @@ def test_evaluate_runs_an_onnx_file_like_its_checkpoint(tmp_path: Path) -> None:
     assert a["n"] == b["n"] > 0
     assert a["confusion"] == b["confusion"]
     assert a["occlusion"]["results"] == b["occlusion"]["results"]
+
+
+# ---------------------------------------------------------------------------------- int8 on every CPU
+def _int8_weights(path: Path) -> dict[str, np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    return {t.name: numpy_helper.to_array(t) for t in m.graph.initializer
+            if t.data_type == onnx.TensorProto.INT8 and np.prod(t.dims) > 1}
+
+
+def test_shipped_int8_weights_cannot_saturate_on_cpus_without_vnni() -> None:
+    """Whatever CPU runs the tests: the shipped int8 weights are 7-bit, so the u8 x s8 kernels of
+    AVX2 / AVX-512 CPUs without VNNI (pairs of products summed in saturating int16) cannot
+    overflow: 2 * 255 * 64 < 32767. Full-range weights made the old file lose 13 points there."""
+    w = _int8_weights(pretrained_path("default").with_suffix(".int8.onnx"))
+    assert len(w) >= 5  # every conv and the classifier
+    for name, a in w.items():  # reduce_range: symmetric 7-bit, [-64, 64]
+        assert int(np.abs(a.astype(np.int32)).max()) <= 64, (name, a.min(), a.max())
+    assert 2 * 255 * 64 <= 32767
+
+
+def test_quantize_defaults_to_the_range_safe_everywhere(tmp_path: Path) -> None:
+    from robustfer.export import quantize_onnx
+
+    src = pretrained_path("default").with_suffix(".onnx")
+    rng = np.random.default_rng(0)
+    calib = rng.normal(0, 0.5, (16, 1, 48, 48)).astype(np.float32)
+    safe = quantize_onnx(src, calib, tmp_path / "safe.int8.onnx")
+    full = quantize_onnx(src, calib, tmp_path / "full.int8.onnx", reduce_range=False)
+    assert max(int(np.abs(a).max()) for a in _int8_weights(safe).values()) <= 64
+    assert max(int(np.abs(a).max()) for a in _int8_weights(full).values()) > 64  # the check can fail
+
+
+def _broken_int8(tmp_path: Path) -> Path:
+    """A copy of the shipped model whose int8 file has its classifier's weights scrambled."""
+    import onnx
+    from onnx import numpy_helper
+
+    base = pretrained_path("default")
+    ckpt = tmp_path / "m.safetensors"
+    ckpt.write_bytes(base.read_bytes())
+    ckpt.with_suffix(".onnx").write_bytes(base.with_suffix(".onnx").read_bytes())
+    m = onnx.load(str(base.with_suffix(".int8.onnx")))
+    rng = np.random.default_rng(0)
+    for t in m.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if t.data_type == onnx.TensorProto.INT8 and a.ndim == 2:  # the Gemm weights of the head
+            t.CopyFrom(numpy_helper.from_array(rng.permutation(a.reshape(-1)).reshape(a.shape), t.name))
+    onnx.save(m, str(tmp_path / "m.int8.onnx"))
+    return ckpt
+
+
+def test_int8_guard_falls_back_to_float32_on_a_broken_file(tmp_path: Path) -> None:
+    from robustfer.runtime.classifier import check_int8, float_sibling
+
+    ckpt = _broken_int8(tmp_path)
+    with pytest.warns(RuntimeWarning, match="disagrees with its float32 model on this CPU"):
+        rec = Recognizer.from_checkpoint(ckpt, backend="onnx-int8")
+    assert rec.classifier.path == ckpt.with_suffix(".onnx")  # the float32 file runs
+    res = check_int8(OnnxClassifier(ckpt.with_suffix(".int8.onnx")), rec.preprocess)
+    assert res["ok"] is False and res["agreement"] < 0.9
+    assert float_sibling(tmp_path / "m.int8.onnx") == ckpt.with_suffix(".onnx")
+    # opting out runs the file as it is
+    raw = Recognizer.from_checkpoint(ckpt, backend="onnx-int8", check_int8=False)
+    assert raw.classifier.path == ckpt.with_suffix(".int8.onnx")
+
+
+def test_int8_guard_keeps_a_good_file(recwarn: pytest.WarningsRecorder) -> None:
+    from robustfer.runtime.classifier import check_int8
+
+    rec = Recognizer.from_pretrained("default", backend="onnx-int8")
+    assert rec.classifier.path.name.endswith(".int8.onnx")
+    res = check_int8(rec.classifier, rec.preprocess)
+    assert res["ok"] and res["agreement"] >= 0.95, res
+    assert not [w for w in recwarn if "int8" in str(w.message)]
+
+
+QEMU = shutil.which("qemu-x86_64")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(QEMU is None or platform.machine() != "x86_64",
+                    reason="needs qemu-x86_64 (apt-get install qemu-user) to emulate an AVX2-only CPU")
+def test_shipped_int8_is_identical_on_an_emulated_avx2_only_cpu(tmp_path: Path) -> None:
+    """ONNX Runtime picks its integer kernels by CPU and cannot be told to use the AVX2 ones, so
+    the test runs it under qemu's user-mode emulation of a Haswell CPU (AVX2, no AVX-512, no
+    VNNI): the shipped int8 model gives bit-identical logits there and on this CPU."""
+    from robustfer.runtime.classifier import reference_faces
+
+    rec = Recognizer.from_pretrained("default", backend="onnx-int8", check_int8=False)
+    x = reference_faces(rec.preprocess, n=32)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import numpy as np, sys; from robustfer.runtime.classifier import OnnxClassifier; "
+            f"np.save({str(tmp_path / 'y.npy')!r}, OnnxClassifier({str(rec.classifier.path)!r}, threads=1)"
+            f".logits(np.load({str(tmp_path / 'x.npy')!r})))")
+    r = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    here = OnnxClassifier(rec.classifier.path, threads=1).logits(x)
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), here)
+
+
+def test_shipped_metadata_holds_no_absolute_path() -> None:
+    """The shipped files' metadata speaks of the product: no path of the machine they were made on."""
+    import re
+
+    from robustfer.runtime.checkpoint import read_meta
+
+    st = pretrained_path("default")
+    texts = [json.dumps(read_meta(st).to_strings())]
+    for f in (st.with_suffix(".onnx"), st.with_suffix(".int8.onnx")):
+        texts.append(json.dumps(OnnxClassifier(f).metadata()))
+    for t in texts:
+        assert not re.search(r'"/(work|root|home|tmp|Users)\b', t.replace("\\\\", "")), t[:300]
+        assert "model_name" in t

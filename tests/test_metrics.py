@@ -11,7 +11,6 @@ from sklearn import metrics as skm
 
 from robustfer.data.labels import EXPRESSIONS_7, EXPRESSIONS_8
 from robustfer.engine.metrics import (
-    MetricAccumulator,
     MetricsError,
     classification_metrics,
     confusion_matrix,
@@ -149,46 +148,6 @@ def test_empty_and_invalid_inputs() -> None:
         classification_metrics([0], [0], ["a", "a"])
     np.testing.assert_array_equal(confusion_matrix([], [], 3), np.zeros((3, 3)))
     assert confusion_matrix([], [], 3).dtype == np.int64
-
-
-def test_accumulator_equals_one_shot() -> None:
-    rng = np.random.default_rng(0)
-    k = 8
-    acc = MetricAccumulator(k)
-    all_true, all_pred = [], []
-    losses = [(0.5, 4), (1.0, 2), (2.0, 10)]
-    for loss, size in losses:
-        logits = rng.normal(size=(size, k)).astype(np.float32)
-        targets = rng.integers(0, k, size=size)
-        acc.update(logits, targets, loss=loss)
-        all_true.append(targets)
-        all_pred.append(logits.argmax(axis=1))
-    got = acc.compute(EXPRESSIONS_8)
-    ref = classification_metrics(
-        np.concatenate(all_true), np.concatenate(all_pred), EXPRESSIONS_8
-    )
-    assert got.pop("loss") == pytest.approx((0.5 * 4 + 1.0 * 2 + 2.0 * 10) / 16)
-    assert got == ref
-    assert acc.n == 16
-    assert acc.compute()["class_names"] == list(EXPRESSIONS_8)
-
-
-def test_accumulator_inputs_and_reset() -> None:
-    acc = MetricAccumulator(3)
-    acc.update(np.array([0, 1]), np.array([[1.0, 0, 0], [0, 0.2, 0.8]]), loss=1.0, batch_size=5)
-    assert acc.confusion.tolist() == [[1, 0, 0], [0, 0, 0], [0, 1, 0]]
-    assert acc.loss == pytest.approx(1.0)
-    assert acc.compute()["class_names"] == ["0", "1", "2"]
-    with pytest.raises(MetricsError, match="columns"):
-        acc.update(np.zeros((2, 4)), [0, 1])
-    with pytest.raises(MetricsError, match="samples"):
-        acc.update([0, 1, 2], [0, 1])
-    acc.reset()
-    assert acc.n == 0 and acc.loss is None
-    with pytest.raises(MetricsError, match="empty"):
-        acc.compute()
-    acc.update([2], [2])
-    assert acc.compute()["loss"] is None
 
 
 def test_group_accuracy_hand_example() -> None:

@@ -20,7 +20,8 @@ from robustfer.errors import ConfigError, ModelError
 from robustfer.layers.boxcar import boxcar_crop, boxcar_mask
 from robustfer.losses import PhaNetLoss, attention_ranking_loss, build_loss, dcml_constraint
 from robustfer.models import ModelOutput, create_model
-from robustfer.models.phanet import PHASES, DenseNet, PhaNet
+from robustfer.models.phanet import DenseNet, PhaNet
+from robustfer.models.schedule import Phase, TrainingSchedule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -130,7 +131,7 @@ def test_output_shapes_and_ranges() -> None:
     assert out.logits.shape == (3, 8) and out.pose_logits.shape == (3, 5)
     assert out.region_logits.shape == (3, 3, 8) and out.boxes.shape == (3, 3, 4)
     assert out.attention_weights.shape == (3, 3) and out.features.shape == (3, 3 * d)
-    assert out.extras["lambda"].shape == (3, 2) and int(out.extras["phase"]) == PHASES["eval"]
+    assert out.extras["lambda"].shape == (3, 2) and out.phase is Phase.EVAL
     assert bool(((out.attention_weights > 0) & (out.attention_weights < 1)).all())  # sigmoid, Eq. 7
     torch.testing.assert_close(model.head(out.features), out.logits)
     torch.testing.assert_close(out.boxes[:, 0], torch.tensor([[0.0, 0.0, SIDE, SIDE]]).expand(3, 4))
@@ -238,17 +239,17 @@ def test_dcml_constraint_by_hand() -> None:
     torch.testing.assert_close(v, torch.tensor([1.0, math.exp(-2.25), math.exp(-3.0), 1.0]))
 
 
-def _hand_output(phase: str) -> tuple[ModelOutput, dict[str, torch.Tensor]]:
+def _hand_output(phase: Phase) -> tuple[ModelOutput, dict[str, torch.Tensor]]:
     torch.manual_seed(1)
     out = ModelOutput(logits=torch.randn(4, 3), region_logits=torch.randn(4, 3, 3), pose_logits=torch.randn(4, 5),
                       attention_weights=torch.rand(4, 3),
-                      extras={"lambda": torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2], [0.5, 0.5]]),
-                              "phase": torch.tensor(PHASES[phase])})
+                      extras={"lambda": torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2], [0.5, 0.5]])},
+                      phase=phase)
     return out, {"label": torch.tensor([0, 1, 2, 1]), "pose_bin": torch.tensor([2, -1, 4, 0])}
 
 
-@pytest.mark.parametrize("phase", ["joint", "classify", "rank", "eval"])
-def test_phanet_loss_by_hand(phase: str) -> None:
+@pytest.mark.parametrize("phase", list(Phase))
+def test_phanet_loss_by_hand(phase: Phase) -> None:
     out, b = _hand_output(phase)
     y, known = b["label"], torch.tensor([0, 2, 3])
     ce = F.cross_entropy(out.logits, y)
@@ -259,8 +260,8 @@ def test_phanet_loss_by_hand(phase: str) -> None:
     lam_e, lam_p = (0.9 + 0.8 + 0.5) / 3, (0.1 + 0.2 + 0.5) / 3
     constraint = sum(math.exp(-12 * v * (1 - v)) for v in (0.1, 0.2, 0.5)) / 3
     multi = lam_e * float(ce) + lam_p * float(pose) + constraint
-    expected = {"joint": multi + float(ce_s) + rank, "eval": multi + float(ce_s) + rank,
-                "classify": multi + float(ce_s), "rank": rank}[phase]
+    expected = {Phase.JOINT: multi + float(ce_s) + rank, Phase.EVAL: multi + float(ce_s) + rank,
+                Phase.CLASSIFY: multi + float(ce_s), Phase.RANK: rank}[phase]
     loss, parts = PhaNetLoss("hard")(out, b)
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     assert parts["ce"] == pytest.approx(float(ce), rel=1e-6) and parts["rank"] == pytest.approx(rank, rel=1e-5)
@@ -279,16 +280,21 @@ def test_loss_registry_and_errors() -> None:
         PhaNetLoss(margin=-0.1)
     with pytest.raises(ConfigError, match="phanet_"):
         PhaNetLoss()(ModelOutput(logits=torch.zeros(2, 3)), {"label": torch.tensor([0, 1])})
-    out, b = _hand_output("joint")
+    out, b = _hand_output(Phase.JOINT)
     with pytest.raises(ConfigError, match="num_pose_bins"):
         PhaNetLoss()(out, {**b, "pose_bin": torch.tensor([7, -1, 0, 0])})
+    for magic in (torch.tensor(2), 2, "rank"):  # the phase is a Phase, not a code
+        out.phase = magic  # type: ignore[assignment]
+        with pytest.raises(ConfigError, match="Phase"):
+            PhaNetLoss()(out, b)
 
 
 # ---------------------------------------------------------------------- gradients and schedule
 def test_every_parameter_gets_a_gradient_in_joint_mode() -> None:
     model = tiny(schedule="joint").train()
-    out = model(torch.randn(6, 1, SIDE, SIDE))
-    assert int(out.extras["phase"]) == PHASES["joint"]
+    assert model.training_schedule().phase_at(7) is Phase.JOINT
+    out = model(torch.randn(6, 1, SIDE, SIDE), phase=Phase.JOINT)
+    assert out.phase is Phase.JOINT
     loss, parts = PhaNetLoss("soft")(out, batch(6, pose=[0, 1, -1, 3, 4, 2]))
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
@@ -298,55 +304,98 @@ def test_every_parameter_gets_a_gradient_in_joint_mode() -> None:
     assert parts["pose"] > 0 and 0 < parts["lambda_p"] <= 0.5
 
 
+def test_training_schedule_from_the_options() -> None:
+    c, r = Phase.CLASSIFY, Phase.RANK
+    alt = tiny(phase_steps=(2, 1)).training_schedule()
+    assert alt == TrainingSchedule(((c, 2), (r, 1))) and alt.period == 3
+    assert [alt.phase_at(k) for k in range(7)] == [c, c, r, c, c, r, c]
+    assert tiny().training_schedule().blocks == ((c, 4), (r, 1))  # the default, [4, 1]
+    assert tiny(schedule="joint").training_schedule().blocks == ((Phase.JOINT, 1),)
+    with pytest.raises(ModelError, match="steps >= 1"):
+        TrainingSchedule(((c, 0),))
+
+
+def test_phase_defaults_and_no_hidden_state() -> None:
+    model = tiny()
+    x = torch.randn(2, 1, SIDE, SIDE)
+    assert model.train()(x).phase is Phase.JOINT  # training mode without a phase
+    with torch.no_grad():
+        assert model.eval()(x).phase is Phase.EVAL  # evaluation, explain, export
+    assert not any("schedule" in k for k in model.state_dict())  # the schedule lives in the engine
+    with pytest.raises(ModelError, match="Phase"):
+        model.train()(x, phase=2)  # type: ignore[arg-type]
+
+
 def test_alternating_schedule_isolates_the_gradients() -> None:
     model = tiny(phase_steps=(2, 1)).train()
+    schedule = model.training_schedule()
     apn, rest = groups(model)
     loss_fn = PhaNetLoss("hard", margin=1.0)  # margin 1: the ranking hinge is active for every sample
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
     x = torch.randn(4, 1, SIDE, SIDE)
     seen = []
-    for _ in range(6):
-        out = model(x)
+    for step in range(6):
+        out = model(x, phase=schedule.phase_at(step))
         loss, _ = loss_fn(out, batch(4))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grads = {n: p.grad for n, p in model.named_parameters()}
-        phase = int(out.extras["phase"])
+        phase = out.phase
         seen.append(phase)
-        if phase == PHASES["classify"]:
+        if phase is Phase.CLASSIFY:
             assert all(grads[n] is None for n in apn), "APN parameters learnt in a classification step"
             assert all(grads[n] is not None for n in rest)
         else:
-            assert phase == PHASES["rank"]
+            assert phase is Phase.RANK
             assert all(grads[n] is None for n in rest), "non-APN parameters learnt in a ranking step"
             assert all(grads[n] is not None and bool(grads[n].abs().sum() > 0) for n in apn)
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
         opt.step()
-        frozen = apn if phase == PHASES["classify"] else rest
+        frozen = apn if phase is Phase.CLASSIFY else rest
         assert all(torch.equal(before[n], p) for n, p in model.named_parameters() if n in frozen)  # no decay either
-    assert seen == [1, 1, 2, 1, 1, 2]
-    assert int(model.schedule_step) == 6
+    c, r = Phase.CLASSIFY, Phase.RANK
+    assert seen == [c, c, r, c, c, r]
     model.eval()
     with torch.no_grad():
-        assert int(model(x).extras["phase"]) == PHASES["eval"]
-    assert int(model.schedule_step) == 6  # evaluation does not advance the schedule
-    restored = tiny(phase_steps=(2, 1))
-    restored.load_state_dict(model.state_dict())  # the schedule position travels with the weights
-    assert restored.train().current_phase() == "classify" and int(restored.schedule_step) == 6
+        assert model(x).phase is Phase.EVAL
 
 
 def test_rank_step_matches_a_normal_forward() -> None:
     """Detached parameters change what learns, not what is computed."""
-    model = tiny(phase_steps=(1, 1), drop_rate=0.0).train()
+    model = tiny(drop_rate=0.0).train()
     x = torch.randn(3, 1, SIDE, SIDE)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    a = model(x)  # classify
+    a = model(x, phase=Phase.CLASSIFY)
     model.load_state_dict(state)
-    model.schedule_step.fill_(1)
-    b = model(x)  # rank, same batch-norm statistics
-    assert int(a.extras["phase"]) == 1 and int(b.extras["phase"]) == 2
+    b = model(x, phase=Phase.RANK)  # same batch-norm statistics
+    assert a.phase is Phase.CLASSIFY and b.phase is Phase.RANK
     torch.testing.assert_close(a.logits, b.logits)
     torch.testing.assert_close(a.boxes, b.boxes)
+
+
+def test_checkpoints_with_the_old_schedule_buffer_still_load(tmp_path: Path) -> None:
+    """Weights saved when the model counted its own steps (buffer ``schedule_step``) load."""
+    from safetensors.torch import save_file
+
+    from robustfer.data.transforms import Preprocess
+    from robustfer.runtime.checkpoint import CheckpointMeta, load_model
+
+    model = tiny(phase_steps=(2, 1)).eval()
+    old = {**model.state_dict(), "schedule_step": torch.tensor(6)}
+    fresh = tiny(phase_steps=(2, 1), side_range=(0.4, 1.0))  # other weights
+    fresh.load_state_dict(old)  # strict: the old key is dropped, not unexpected
+    for k, v in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    x = torch.randn(2, 1, SIDE, SIDE)
+    meta = CheckpointMeta(model_name="phanet_compact", model_options={**TINY, "phase_steps": [2, 1]},
+                          class_names=tuple(str(i) for i in range(8)), preprocess=Preprocess(SIDE, 1),
+                          config={}, epoch=3, metrics={})
+    path = tmp_path / "best.safetensors"
+    save_file({k: v.contiguous() for k, v in old.items()}, str(path), metadata=meta.to_strings())
+    loaded, _ = load_model(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, model(x).logits)
+        assert loaded(x).phase is Phase.EVAL
 
 
 # ---------------------------------------------------------------------- options and pose labels
@@ -420,7 +469,7 @@ def test_trains_in_the_common_engine_and_logs_its_terms(tmp_path: Path) -> None:
     import yaml
 
     from robustfer.cli import main
-    from robustfer.engine.checkpoint import load_model
+    from robustfer.runtime.checkpoint import load_model
 
     quickstart = Path(__file__).resolve().parents[1] / "recipes" / "synthetic_quickstart.yaml"
     cfg = yaml.safe_load(quickstart.read_text())
@@ -438,6 +487,72 @@ def test_trains_in_the_common_engine_and_logs_its_terms(tmp_path: Path) -> None:
     # the synthetic faces carry yaw bins (batch["pose_bin"]), so the pose branch trained
     assert float(rows[0]["train_pose"]) > 0 and 0 < float(rows[0]["train_lambda_p"]) <= 0.5
     model, meta = load_model(tmp_path / "phanet" / "best.safetensors")
-    assert meta.model_name == "phanet_compact" and int(model.schedule_step) == 4
+    assert meta.model_name == "phanet_compact"
+    # the engine's step count (it drives the schedule) is in the training state
+    assert torch.load(tmp_path / "phanet" / "last.pt", weights_only=False)["task"] == {"step": 4}
     with torch.no_grad():
         assert model(torch.zeros(1, 1, 48, 48)).boxes.shape == (1, 3, 4)
+
+
+def test_engine_follows_the_schedule_and_a_resumed_run_continues_it(tmp_path: Path, monkeypatch) -> None:
+    """The engine passes the schedule's phase to every training step (counted over the run, not
+    per epoch), and a run killed after epoch 1 continues the schedule where it stopped: it ends
+    with the weights of an uninterrupted run."""
+    import yaml
+
+    from robustfer.cli import main
+    from robustfer.engine import train as train_mod
+    from robustfer.runtime.checkpoint import load_model
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "synthetic_quickstart.yaml").read_text())
+    cfg["model"] = {"name": "phanet_compact", "options": {**TINY, "phase_steps": [2, 1]}}
+    recipe = str(tmp_path / "phanet.yaml")
+    Path(recipe).write_text(yaml.safe_dump(cfg))
+    phases: list[Phase] = []
+    real_forward = PhaNet.forward
+
+    def recording(self, x, phase=None):  # type: ignore[no-untyped-def]
+        if self.training:
+            phases.append(phase)
+        return real_forward(self, x, phase=phase)
+
+    monkeypatch.setattr(PhaNet, "forward", recording)
+
+    def run(name: str) -> int:
+        return main(["train", "--config", recipe, "--output-dir", str(tmp_path), "--name", name,
+                     "loss.name=phanet", "train.epochs=3",
+                     "train.batch_size=16", "train.max_steps_per_epoch=2", "data.train_options={size: 32}",
+                     "data.eval_options={size: 16}", "data.eval=[]", "data.num_workers=0",
+                     "train.progress=false", "eval.plots=false"])
+
+    assert run("scratch") == 0
+    c, r = Phase.CLASSIFY, Phase.RANK
+    assert phases == [c, c, r, c, c, r]  # 3 epochs of 2 steps: the period (3) spans epochs
+    phases.clear()
+    real_save = train_mod.save_training_state
+
+    def save_then_die(path, state):  # type: ignore[no-untyped-def]
+        real_save(path, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_training_state", save_then_die)
+    assert run("killed") == 130
+    assert run("legacy") == 130
+    monkeypatch.setattr(train_mod, "save_training_state", real_save)
+    assert phases == [c, c, c, c]
+    # "legacy": a last.pt as written before the engine kept the schedule (no "task"; the model
+    # counted its steps in a buffer): the step count comes from the LR scheduler's
+    legacy = tmp_path / "legacy" / "last.pt"
+    st = torch.load(legacy, weights_only=False)
+    assert st.pop("task") == {"step": 2}
+    st["model"]["schedule_step"] = torch.tensor(2)
+    torch.save(st, legacy)
+    wb, _ = load_model(tmp_path / "scratch" / "last.pt")
+    for name in ("killed", "legacy"):
+        phases.clear()
+        assert run(name) == 0
+        assert phases == [r, c, c, r], name  # epochs 2 and 3, where the schedule stood
+        wa, _ = load_model(tmp_path / name / "last.pt")
+        for (k, v), v2 in zip(wa.state_dict().items(), wb.state_dict().values()):
+            assert torch.equal(v, v2), (name, k)

@@ -11,7 +11,8 @@ from robustfer.cli import main
 from robustfer.engine.config import DataConfig
 from robustfer.engine.data import _build
 from robustfer.errors import DatasetError
-from robustfer.inference.posefile import COLUMNS, ran_agreement, read_pose_file
+from robustfer.data.pose import COLUMNS, read_pose_file
+from robustfer.inference.posefile import ran_agreement
 
 
 def _write(path: Path, rows: list[dict]) -> Path:

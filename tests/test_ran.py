@@ -271,7 +271,7 @@ def test_trains_in_the_common_engine_and_logs_the_region_biased_loss(tmp_path) -
     from pathlib import Path
 
     from robustfer.cli import main
-    from robustfer.engine.checkpoint import load_model
+    from robustfer.runtime.checkpoint import load_model
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "synthetic_quickstart.yaml"
     assert main(["train", "--config", str(recipe), "--output-dir", str(tmp_path), "--name", "ran",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.2.0"
+from robustfer._version import __version__
 
 __all__ = ["FaceResult", "Recognizer", "__version__"]
 

@@ -1,4 +1,4 @@
-"""ONNX export of any robustfer checkpoint, and an ONNX Runtime classifier for the Recognizer.
+"""ONNX export of any robustfer checkpoint, and int8 quantisation of the exported file.
 
 ``robustfer export --checkpoint RUN/best.safetensors --format onnx`` writes ``RUN/best.onnx``:
 input ``input`` (N, C, S, S) float32 normalised as the checkpoint's preprocessing says, with a
@@ -13,7 +13,9 @@ per-channel weights), calibrated on real face crops. On CPUs with VNNI it runs a
 faster than float32 (``benchmarks/inference_speed.py``); it is not bit-identical, so measure its
 accuracy (``robustfer evaluate --checkpoint best.int8.onnx``) before you ship it.
 
-Needs ``pip install robustfer[onnx]`` (onnx, onnxscript for torch's exporter, onnxruntime).
+This module only writes files; running them is :mod:`robustfer.runtime.classifier`'s job.
+Needs the training install, ``pip install 'robustfer[train]'`` (torch, onnx, onnxscript for
+torch's exporter; onnxruntime comes with every install).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from robustfer.errors import CheckpointError, ConfigError, ModelError
+from robustfer.runtime.checkpoint import atomic_write, load_model, read_meta
+from robustfer.runtime.classifier import OnnxClassifier
 
 
 def _require(module: str) -> Any:
@@ -32,7 +36,7 @@ def _require(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"ONNX support needs {module}: pip install 'robustfer[onnx]'.") from None
+        raise ConfigError(f"ONNX export needs {module}: pip install 'robustfer[train]'.") from None
 
 
 class _Wrapped:
@@ -66,8 +70,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     import torch
 
     from robustfer.data.landmarks import takes_landmarks
-    from robustfer.engine.checkpoint import atomic_write, load_model, read_meta
-
     _require("onnx")
     _require("onnxscript")
     checkpoint = Path(checkpoint)
@@ -124,51 +126,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     return out
 
 
-class OnnxClassifier:
-    """Runs an exported model with ONNX Runtime: float32 NCHW -> (probabilities, attention)."""
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        ort = _require("onnxruntime")
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"ONNX model {path} does not exist; create it with "
-                              "`robustfer export --checkpoint CKPT --format onnx`.")
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-        # No busy-waiting between runs: spinning threads would steal the cores from the face
-        # detector running between two classifications.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own types
-            raise ConfigError(f"{path} is not a loadable ONNX model ({e}).") from None
-        self.path = path
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def metadata(self) -> dict[str, str]:
-        return dict(self.session.get_modelmeta().custom_metadata_map)
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(["logits"], {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-    def __call__(self, x: np.ndarray, attention: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        want = ["logits"] + (["attention_maps"] if attention and "attention_maps" in self.output_names else [])
-        outs = self.session.run(want, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
-        z = outs[0] - outs[0].max(1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(1, keepdims=True)
-        att = None
-        if len(outs) > 1:
-            a = outs[1].mean(1)
-            a = a - a.reshape(len(a), -1).min(1)[:, None, None]
-            att = a / np.maximum(a.reshape(len(a), -1).max(1), 1e-12)[:, None, None]
-        return p, att
-
-
 def calibration_crops(source: str, data_root: str | Path | None, preprocess: Any, n: int = 1024,
                       seed: int = 0) -> np.ndarray:
     """``n`` preprocessed face crops for int8 calibration, drawn at random (``seed``).
@@ -176,10 +133,9 @@ def calibration_crops(source: str, data_root: str | Path | None, preprocess: Any
     ``source`` is a dataset spec (``ferplus:train``; calibrate on training images, never on a
     test split) or a folder of face-crop images (searched recursively).
     """
-    from robustfer.data.transforms import EvalTransform
+    from robustfer.data.preprocess import preprocess_face
     from robustfer.errors import DatasetError
 
-    tf = EvalTransform(preprocess)
     rng = np.random.default_rng(seed)
     folder = Path(source)
     if folder.is_dir():
@@ -191,30 +147,35 @@ def calibration_crops(source: str, data_root: str | Path | None, preprocess: Any
             raise DatasetError(f"calibration folder {folder} holds no images; give a folder of face "
                                "crops or a dataset spec such as ferplus:train.")
         pick = rng.choice(len(files), min(n, len(files)), replace=False)
-        return np.stack([tf(read_image(files[i])).numpy() for i in pick]).astype(np.float32)
+        return np.stack([preprocess_face(read_image(files[i]), preprocess) for i in pick]).astype(np.float32)
     from robustfer.data import build_dataset
 
     ds = build_dataset(source, root=data_root)
     if len(ds) == 0:
         raise DatasetError(f"calibration set {source} is empty.")
     pick = rng.choice(len(ds), min(n, len(ds)), replace=False)
-    return np.stack([tf(ds[int(i)][0]).numpy() for i in pick]).astype(np.float32)
+    return np.stack([preprocess_face(ds[int(i)][0], preprocess) for i in pick]).astype(np.float32)
 
 
 QUANT_METHODS = ("minmax", "entropy", "percentile")
 
 
 def quantize_onnx(onnx_in: str | Path, calibration: np.ndarray, out: str | Path | None = None,
-                  method: str = "minmax", batch_size: int = 64) -> Path:
+                  method: str = "minmax", batch_size: int = 64, reduce_range: bool = True) -> Path:
     """Static int8 quantisation of an exported model with ONNX Runtime (QDQ, per-channel weights).
 
     ``calibration`` is a float32 batch of preprocessed face crops (:func:`calibration_crops`)
     from which the activation ranges are set with ``method`` (``minmax``, ``entropy`` or
     ``percentile``). The robustfer metadata is kept, and a ``quantization`` entry says how the
     file was made. Returns the file written (default: ``NAME.int8.onnx`` beside ``onnx_in``).
-    """
-    from robustfer.engine.checkpoint import atomic_write
 
+    ``reduce_range`` (default) keeps the int8 weights in [-64, 64] (7 bits). x86 CPUs without
+    VNNI (AVX2, AVX-512 without VNNI) multiply uint8 activations by int8 weights with
+    ``vpmaddubsw``, which adds two products in saturating 16-bit arithmetic: with full-range
+    weights the sum 2 x 255 x 127 overflows and the model silently loses accuracy (measured: 13
+    points on FER2013Valid with the shipped model), with 7-bit weights it cannot (2 x 255 x 64 <
+    32767), so the file gives the same outputs on every x86 CPU (docs/inference.md, int8).
+    """
     _require("onnx")
     q = _require("onnxruntime.quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -248,13 +209,15 @@ def quantize_onnx(onnx_in: str | Path, calibration: np.ndarray, out: str | Path 
             pre = Path(d) / "pre.onnx"
             quant_pre_process(str(onnx_in), str(pre))
             q.quantize_static(str(pre), str(tmp), Reader(), quant_format=q.QuantFormat.QDQ,
-                              per_channel=True, activation_type=q.QuantType.QUInt8,
-                              weight_type=q.QuantType.QInt8, calibrate_method=calib_method)
+                              per_channel=True, reduce_range=reduce_range,
+                              activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                              calibrate_method=calib_method)
         m = onnx.load(str(tmp))
         kept = {e.key: e.value for e in m.metadata_props}
         del m.metadata_props[:]
-        kept["quantization"] = (f"int8 static, QDQ, per-channel weights, {method} calibration on "
-                                f"{len(calibration)} face crops (onnxruntime)")
+        bits = "7-bit (reduce_range) " if reduce_range else ""
+        kept["quantization"] = (f"int8 static, QDQ, per-channel {bits}weights, uint8 activations, {method} "
+                                f"calibration on {len(calibration)} face crops (onnxruntime)")
         for k, v in kept.items():
             e = m.metadata_props.add()
             e.key, e.value = k, v
@@ -262,35 +225,3 @@ def quantize_onnx(onnx_in: str | Path, calibration: np.ndarray, out: str | Path 
 
     atomic_write(out, write)
     return out
-
-
-class OnnxModule:
-    """An exported model as an ``nn.Module`` returning :class:`ModelOutput` (logits only), so
-    that the evaluation engine can measure an ``.onnx`` file (e.g. an int8 one) as it is."""
-
-    def __new__(cls, path: str | Path, threads: int | None = None) -> Any:
-        import torch
-
-        from robustfer.models.output import ModelOutput
-
-        clf = OnnxClassifier(path, threads=threads)
-
-        class Onnx(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.classifier = clf
-
-            def forward(self, x: torch.Tensor) -> ModelOutput:
-                logits = clf.logits(x.detach().float().contiguous().cpu().numpy())
-                return ModelOutput(logits=torch.from_numpy(logits))
-
-        return Onnx().eval()
-
-
-def meta_from_onnx(path: str | Path) -> Any:
-    """The :class:`CheckpointMeta` stored in an exported ONNX file."""
-    from robustfer.engine.checkpoint import CheckpointMeta
-
-    md = OnnxClassifier(path).metadata()
-    return CheckpointMeta.from_strings(md, Path(path))
-

@@ -3,8 +3,9 @@
 A loss is registered by name and built from ``LossConfig``; it is called as
 ``loss(output, batch) -> (scalar, {name: float})`` so the engine can log its parts without
 knowing the method. Method-specific losses (region-biased, attention ranking, CosFace, ...)
-join this registry: ``ran`` (cross-entropy + region-biased loss) and ``scan_cci`` (the
-weighted sum over SCAN-CCI's five heads) are defined below.
+join this registry: ``ran`` (cross-entropy + region-biased loss), ``scan_cci`` (the
+weighted sum over SCAN-CCI's five heads), ``phanet`` (PhaNet's Eq. 9, by training phase) and
+``aha`` are defined below.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 
 from robustfer.errors import ConfigError
 from robustfer.models.output import ModelOutput
+from robustfer.models.schedule import Phase
 
 TARGETS = ("hard", "soft", "sample")
 
@@ -213,11 +215,11 @@ class PhaNetLoss(ClassificationLoss):
     averaged over the pose-labelled samples. A batch without pose labels (or a model without a
     pose branch) has no pose term: lambda is fixed to [1, 0] and the constraint factor is off.
 
-    The terms depend on the phase of the model's training schedule (``extras["phase"]``, see
-    :mod:`robustfer.models.phanet`, item 11; the schedule is a model option because the model
-    must know the phase to keep parameters out of the graph): *joint* (and evaluation) -- the
-    whole loss; *classify* -- everything except the ranking loss; *rank* -- the ranking loss
-    alone.
+    The terms depend on the phase the forward pass ran in, a
+    :class:`~robustfer.models.schedule.Phase` in ``output.phase`` (the training engine takes
+    it from the model's ``training_schedule()`` and passes it to the forward, see
+    :mod:`robustfer.models.phanet`, item 11): ``JOINT`` (and ``EVAL``) -- the whole loss;
+    ``CLASSIFY`` -- everything except the ranking loss; ``RANK`` -- the ranking loss alone.
 
     Args:
         target, label_smoothing, class_weights: the expression cross-entropy (every scale and
@@ -240,11 +242,13 @@ class PhaNetLoss(ClassificationLoss):
         self._pose_checked = False  # the first training batch is checked for pose labels, once
 
     def forward(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        rl, lam, phase_t = output.region_logits, output.extras.get("lambda"), output.extras.get("phase")
-        if rl is None or rl.ndim != 3 or rl.shape[1] < 2 or lam is None or phase_t is None:
-            raise ConfigError("loss 'phanet' needs region_logits (B, S, C) and extras 'lambda' and 'phase' from a "
+        rl, lam, phase = output.region_logits, output.extras.get("lambda"), output.phase
+        if rl is None or rl.ndim != 3 or rl.shape[1] < 2 or lam is None or phase is None:
+            raise ConfigError("loss 'phanet' needs region_logits (B, S, C), extras 'lambda' and a phase from a "
                               "phanet_* model; use loss.name: ce for other models.")
-        phase = int(phase_t)  # 0 joint, 1 classify, 2 rank, 3 eval (robustfer.models.phanet.PHASES)
+        if not isinstance(phase, Phase):
+            raise ConfigError(f"loss 'phanet' needs output.phase to be a robustfer.models.schedule.Phase, "
+                              f"got {phase!r}.")
         ce = self.ce(output.logits, batch)  # L(e)
         ce_scales = torch.stack([self.ce(rl[:, s], batch) for s in range(rl.shape[1])]).sum()  # Eq. 3 over s
         y = batch["label"]
@@ -264,7 +268,7 @@ class PhaNetLoss(ClassificationLoss):
             pose_loss = F.cross_entropy(output.pose_logits[known].float(), pose_bin[known])  # L(p)
             lam_e, lam_p = lam[known, 0].mean(), lam[known, 1].mean()
             constraint = dcml_constraint(lam[known, 1]).mean()
-        elif output.pose_logits is not None and phase != 3 and not self._pose_checked:
+        elif output.pose_logits is not None and phase is not Phase.EVAL and not self._pose_checked:
             import warnings
 
             warnings.warn("PhaNet's pose branch is on but the first training batch has no pose labels "
@@ -272,13 +276,13 @@ class PhaNetLoss(ClassificationLoss):
                           "batch without them. Attach labels with data.pose_file (a CSV from `robustfer "
                           "annotate-pose ferplus:train --out FILE`) or build the model with pose=False.",
                           stacklevel=2)
-        if phase != 3:
+        if phase is not Phase.EVAL:
             self._pose_checked = True
 
         multi = lam_e * ce + lam_p * pose_loss + constraint  # Eq. 9 without the attention losses
-        if phase == 2:  # rank step: only the APNs are in the graph
+        if phase is Phase.RANK:  # only the APNs are in the graph
             loss = self.rank_weight * rank
-        elif phase == 1:  # classify step: the squares are fixed
+        elif phase is Phase.CLASSIFY:  # the squares are fixed
             loss = multi + self.scale_weight * ce_scales
         else:
             loss = multi + self.scale_weight * ce_scales + self.rank_weight * rank  # Eq. 9

@@ -34,7 +34,7 @@ def create_app(recognizer: Any, max_upload_bytes: int = 10 * 1024 * 1024) -> Any
     if not (importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")):
         raise ConfigError("the web service needs python-multipart: pip install 'robustfer[serve]'.")
 
-    from robustfer import __version__
+    from robustfer._version import __version__
 
     app = FastAPI(title="robustfer", version=__version__,
                   description="Facial expression recognition robust to pose and occlusion.")

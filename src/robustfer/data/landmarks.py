@@ -17,10 +17,12 @@ corners), 68 = iBUG 300-W. Other counts are mirrored without swapping.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch only where tensors are handled: the app path imports this without it
+    import torch
 
 
 def _ibug68_flip() -> list[int]:

@@ -31,8 +31,9 @@ as "not in split" with a reason; any other missing entry is an error. The return
 a ``subset_report`` attribute (:class:`SubsetReport`) giving both the list size and the
 evaluated size; quote the evaluated size next to any accuracy.
 
-Real-data counts (checked on ``/work/shared/data``, FER2013Test ``label.csv`` from
-microsoft/FERPlus; asserted in ``tests/test_subsets.py``):
+Real-data counts (checked on the data folder the tests use, ``$ROBUSTFER_DATA`` or else
+``../shared/data`` beside the repository, with FER2013Test ``label.csv`` from microsoft/FERPlus;
+asserted in ``tests/test_subsets.py``, which skips them when that folder is absent):
 
 ============================  =====  ========  ==============================================
 FERPlus list                  lines  in split  list label agrees with FER+ majority label
@@ -55,7 +56,7 @@ to the separate label files; AffectNet occlusion 683; pose30 1,949 lines / 1,944
 985 / 983. Against the real RAF-DB label file (``list_patition_label.txt``, no images needed)
 every RAF-DB entry is in the test split and every list label agrees with the RAF-DB label:
 ``rafdb:test:pose30`` / ``pose45`` / ``occlusion`` have 1,247 / 558 / 734 images. The AffectNet
-subsets are not checked on real data (AffectNet's validation CSV is not available here).
+subsets are not checked on real data (no AffectNet validation CSV was available to check them).
 """
 
 from __future__ import annotations

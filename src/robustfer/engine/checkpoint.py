@@ -1,183 +1,25 @@
-"""Checkpoints that reload alone, written atomically.
+"""The resumable training state (``last.pt``), written atomically.
 
-Two kinds:
-
-* **model checkpoints** (``best.safetensors``): the weights in safetensors format, and in its
-  metadata the model name and options, class names in order, the :class:`Preprocess`, the
-  resolved training config and the selection metric. :func:`load_model` rebuilds the model
-  from this file alone.
-* **training state** (``last.pt``): model, optimiser, scheduler, scaler and RNG states, epoch
-  and history, written after every epoch, so a killed run resumes without losing finished
-  epochs.
-
-Both are written to a temporary file in the same folder and renamed over the target
-(``os.replace`` is atomic on POSIX), so a crash never leaves a half-written checkpoint.
+Model, optimiser, LR-scheduler, training-task (e.g. the step count that drives PhaNet's
+alternating schedule) and RNG states, epoch, best score and history (and, after a mid-epoch
+save, the interrupted epoch's running sums), written after every epoch (and every
+``train.checkpoint_minutes`` within one), so a killed run resumes without losing finished
+work. No gradient scaler is saved: mixed precision is bf16, which needs none. Model
+checkpoints (``best.safetensors``) are in :mod:`robustfer.runtime.checkpoint`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from robustfer import __version__
-from robustfer.data.transforms import Preprocess
-from robustfer.errors import CheckpointError
+from robustfer.runtime.checkpoint import atomic_write, load_training_state
 
-FORMAT = "robustfer-checkpoint-v1"
-
-
-@dataclass
-class CheckpointMeta:
-    """What a model checkpoint records besides the weights."""
-
-    model_name: str
-    model_options: dict[str, Any]
-    class_names: tuple[str, ...]
-    preprocess: Preprocess
-    config: dict[str, Any]
-    epoch: int
-    metrics: dict[str, Any]
-    version: str = __version__
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def to_strings(self) -> dict[str, str]:
-        """safetensors metadata must be str -> str."""
-        return {
-            "format": FORMAT,
-            "robustfer_version": self.version,
-            "model_name": self.model_name,
-            "model_options": json.dumps(self.model_options),
-            "class_names": json.dumps(list(self.class_names)),
-            "preprocess": json.dumps(self.preprocess.to_dict()),
-            "config": json.dumps(self.config),
-            "epoch": str(self.epoch),
-            "metrics": json.dumps(self.metrics),
-        }
-
-    @classmethod
-    def from_strings(cls, md: dict[str, str], path: Path) -> CheckpointMeta:
-        if md.get("format") != FORMAT:
-            raise CheckpointError(
-                f"{path} is not a robustfer model checkpoint (metadata format "
-                f"{md.get('format')!r}, expected {FORMAT!r}); use a best.safetensors written by "
-                "`robustfer train`."
-            )
-        try:
-            return cls(
-                model_name=md["model_name"],
-                model_options=json.loads(md["model_options"]),
-                class_names=tuple(json.loads(md["class_names"])),
-                preprocess=Preprocess.from_dict(json.loads(md["preprocess"])),
-                config=json.loads(md["config"]),
-                epoch=int(md["epoch"]),
-                metrics=json.loads(md["metrics"]),
-                version=md.get("robustfer_version", "?"),
-            )
-        except (KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path}: checkpoint metadata is incomplete or corrupt ({e}).") from None
-
-
-# mkstemp creates owner-only (0600) files; give checkpoints the permissions open() would.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then rename ``tmp`` over ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)  # after writing: some writers replace the file
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
-def save_model(path: Path, model: nn.Module, meta: CheckpointMeta) -> None:
-    """Write weights + metadata as one safetensors file, atomically."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
-    atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=meta.to_strings()))
-
-
-def read_meta(path: str | Path) -> CheckpointMeta:
-    """Metadata of a model checkpoint without loading the weights."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass the best.safetensors of a run.")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            md = f.metadata() or {}
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}).") from None
-    return CheckpointMeta.from_strings(md, path)
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
-    """Rebuild a model from a checkpoint alone; returns ``(model in eval mode, meta)``.
-
-    ``path`` may be a ``.safetensors`` model checkpoint, a run folder holding
-    ``best.safetensors``, or a ``last.pt`` training state.
-    """
-    from safetensors.torch import load_file
-
-    from robustfer.models import create_model
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.safetensors"
-    if path.suffix == ".pt":
-        state = load_training_state(path)
-        meta = CheckpointMeta.from_strings(state["meta"], path)
-        weights = state["model"]
-    else:
-        meta = read_meta(path)
-        weights = load_file(str(path))
-    model = create_model(meta.model_name, num_classes=meta.num_classes,
-                         in_chans=meta.preprocess.in_chans, **meta.model_options)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not fit model {meta.model_name!r} (missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}); the checkpoint was written by another version."
-        )
-    return model.to(device).eval(), meta
+__all__ = ["load_training_state", "save_training_state"]
 
 
 def save_training_state(path: Path, state: dict[str, Any]) -> None:
     """Write the resumable training state atomically."""
     atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
-
-
-def load_training_state(path: Path) -> dict[str, Any]:
-    """Read a ``last.pt`` written by :func:`save_training_state`."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointError(
-            f"training state {path} cannot be read ({e}); delete it to start the run afresh."
-        ) from None

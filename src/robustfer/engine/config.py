@@ -4,13 +4,28 @@ A recipe is a YAML file whose sections mirror :class:`Config`. Command-line over
 ``section.key=value`` strings (values parsed as YAML: ``train.epochs=3``,
 ``aug.scale=[0.8,1.2]``). An unknown section or key, or a value of the wrong type, is a
 :class:`~robustfer.errors.ConfigError` that names the key and what was expected.
+
+Recipe inheritance: a top-level ``base:`` key names another YAML file (or a list of them,
+applied in order), relative to the file that names it. The bases are resolved first (a base
+may have a base of its own) and the file's own keys are deep-merged on top: mappings merge
+key by key (so ``model.options: {fusion: concat}`` changes one option and keeps the others),
+lists and scalars replace. A missing base file or a cycle is a ConfigError. ``base`` itself is
+not a config key: it is gone from the resolved config and from :func:`dump_config`. CLI
+overrides apply after the whole chain. Shared bases live in ``recipes/_base/``, which is not
+a runnable recipe folder::
+
+    # recipes/ferplus_ran_compact_cpu_no_rb.yaml
+    base: ferplus_ran_compact_cpu.yaml
+    name: ferplus_ran_compact_cpu_no_rb
+    loss:
+      options: {rb_weight: 0.0}
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import difflib
+import json
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -261,26 +276,116 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+BASE_KEY = "base"
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``over`` onto ``base`` the way a recipe's keys merge onto its base's.
+
+    Mappings merge key by key, recursively; any other value (a list, a scalar, ``None``)
+    in ``over`` replaces the one in ``base``. Neither argument is modified.
+
+    Args:
+        base: The inherited mapping.
+        over: The mapping whose values win.
+
+    Returns:
+        A new mapping.
+    """
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_recipe_file(p: Path) -> dict[str, Any]:
+    """The top-level mapping of one YAML file (``{}`` when empty)."""
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}.")
+    return data
+
+
+def _base_names(p: Path, value: Any) -> list[str]:
+    """The ``base:`` entry of file ``p`` as a list of file names."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(
+        f"config file {p}: '{BASE_KEY}' must be a YAML file name or a list of them (relative to "
+        f"{p.parent}), got {value!r}."
+    )
+
+
+def _resolve(p: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """File ``p`` merged onto its bases; ``chain`` holds the files that led here (cycles)."""
+    data = _read_recipe_file(p)
+    bases = _base_names(p, data.pop(BASE_KEY, None))
+    try:  # name the file that holds a bad key: the merged result would not say which one
+        _merge(Config(), data, "")
+    except ConfigError as e:
+        raise ConfigError(f"config file {p}: {e}") from None
+    merged: dict[str, Any] = {}
+    for name in bases:
+        bp = (p.parent / name).resolve()
+        if bp in chain:
+            loop = " -> ".join(str(q) for q in (*chain[chain.index(bp):], bp))
+            raise ConfigError(
+                f"config file {p}: '{BASE_KEY}: {name}' makes a cycle ({loop}); remove one of "
+                f"these '{BASE_KEY}:' entries."
+            )
+        if not bp.is_file():
+            raise ConfigError(
+                f"config file {p}: its base {name!r} does not exist (looked for {bp}); base paths "
+                f"are relative to the file that names them: fix the path or create the file."
+            )
+        merged = deep_merge(merged, _resolve(bp, (*chain, bp)))
+    return deep_merge(merged, data)
+
+
+def resolve_recipe(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a recipe with its ``base:`` chain applied (not yet validated).
+
+    Args:
+        path: The recipe YAML file.
+
+    Returns:
+        The merged sections, without the ``base`` key.
+
+    Raises:
+        ConfigError: on a missing/malformed file or base, a cycle of bases, or an unknown
+            key or wrong type in one of the files (the message names that file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist; pass a recipe such as recipes/*.yaml.")
+    return _resolve(p, (p.resolve(),))
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> Config:
     """Build a :class:`Config` from defaults, an optional YAML recipe and overrides.
 
+    The recipe's ``base:`` chain is resolved first (see :func:`resolve_recipe`), then the
+    overrides apply in order.
+
     Raises:
-        ConfigError: on a missing/malformed file, an unknown key or a wrong type.
+        ConfigError: on a missing/malformed file, a missing base, a cycle of bases, an
+            unknown key or a wrong type.
     """
     cfg = Config()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist; pass a recipe such as recipes/*.yaml.")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}.")
-        _merge(cfg, data, "")
+        _merge(cfg, resolve_recipe(path), "")
     for item in overrides or []:
         keys, value = _parse_override(item)
         nested: dict[str, Any] = {keys[-1]: value}

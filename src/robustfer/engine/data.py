@@ -191,7 +191,7 @@ def _build(spec: str, data_cfg: Any, user_opts: dict[str, Any], label_mode: str)
         )
     ds.cache = data_cfg.cache
     if getattr(data_cfg, "pose_file", None):
-        from robustfer.inference.posefile import read_pose_file
+        from robustfer.data.pose import read_pose_file
 
         files = [data_cfg.pose_file] if isinstance(data_cfg.pose_file, str) else data_cfg.pose_file
         poses: dict[str, tuple[float | None, int | None]] = {}

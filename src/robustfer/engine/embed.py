@@ -36,10 +36,10 @@ def embed_checkpoint(checkpoint: str | Path, spec: str, data_root: str | None = 
     from sklearn.manifold import TSNE
 
     from robustfer.data.landmarks import takes_landmarks
-    from robustfer.engine.checkpoint import load_model
     from robustfer.engine.config import config_from_dict
     from robustfer.engine.data import build_eval_dataset
     from robustfer.engine.train import EvalTransform
+    from robustfer.runtime.checkpoint import load_model
 
     model, meta = load_model(checkpoint, device)
     cfg = config_from_dict(meta.config)
@@ -82,8 +82,8 @@ def tsne_figure(checkpoint: str | Path, spec: str, out: str | Path, color: str =
                 **kwargs: Any) -> Path:
     """Write a t-SNE scatter of the model's features on ``spec`` coloured by ``color``
     (``"expression"`` or ``"pose"``) to ``out`` (PNG)."""
+    from robustfer.data.pose import YAW_BIN_NAMES
     from robustfer.engine.plots import plot_embedding
-    from robustfer.inference.pose import YAW_BIN_NAMES
 
     if color not in ("expression", "pose"):
         raise ConfigError(f"color {color!r}: use 'expression' or 'pose'.")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from robustfer.data.base import FERDataset
 from robustfer.data.landmarks import flip_points_tensor, model_inputs
 from robustfer.data.transforms import EvalTransform, Preprocess
-from robustfer.engine.data import TorchView, make_loader
+from robustfer.engine.data import TorchView, build_eval_dataset, make_loader
 from robustfer.engine.metrics import classification_metrics, format_table, group_accuracy
 from robustfer.errors import ConfigError
 
@@ -185,7 +185,7 @@ def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
 def write_report(path: Path, results: dict[str, Any], context: dict[str, Any],
                  plots: bool = True) -> dict[str, Any]:
     """Write ``report.json`` and plots next to it; returns the report."""
-    from robustfer import __version__
+    from robustfer._version import __version__
 
     report = {
         "robustfer_version": __version__,
@@ -221,3 +221,67 @@ def print_summary(results: dict[str, Any]) -> str:
     text = format_table(summary_rows(results), ["data", "n", "accuracy", "mean_class_acc", "macro_f1"])
     print(text)
     return text
+
+
+class OnnxModule:
+    """An exported model as an ``nn.Module`` returning :class:`ModelOutput` (logits only), so
+    that the evaluation engine measures an ``.onnx`` file (e.g. an int8 one) as it is."""
+
+    def __new__(cls, path: str | Path, threads: int | None = None) -> Any:
+        from robustfer.models.output import ModelOutput
+        from robustfer.runtime.classifier import OnnxClassifier
+
+        clf = OnnxClassifier(path, threads=threads)
+
+        class Onnx(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.classifier = clf
+
+            def forward(self, x: torch.Tensor) -> ModelOutput:
+                logits = clf.logits(x.detach().float().contiguous().cpu().numpy())
+                return ModelOutput(logits=torch.from_numpy(logits))
+
+        return Onnx().eval()
+
+
+def evaluate_checkpoint(checkpoint: str | Path, specs: list[str], data_root: str | None,
+                        out_dir: Path | None, eval_overrides: dict[str, Any] | None = None,
+                        device: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Evaluate a saved model on dataset specs, writing ``report.json`` to ``out_dir``.
+
+    ``checkpoint`` may also be an exported ``.onnx`` file (e.g. an int8 one from
+    ``robustfer export --int8``): it then runs with ONNX Runtime on the CPU, exactly as shipped.
+    """
+    from robustfer.engine.config import config_from_dict
+    from robustfer.engine.device import resolve_device
+    from robustfer.runtime.checkpoint import load_model
+    from robustfer.runtime.classifier import meta_from_onnx
+
+    dev = resolve_device(device)
+    is_onnx = Path(checkpoint).suffix == ".onnx"
+    if is_onnx:
+        dev = torch.device("cpu")
+        meta = meta_from_onnx(checkpoint)
+        model = OnnxModule(checkpoint, threads=torch.get_num_threads())
+    else:
+        model, meta = load_model(checkpoint, dev)
+    cfg = config_from_dict(meta.config)
+    if data_root is not None:
+        cfg.data.root = data_root
+    for k, v in (eval_overrides or {}).items():
+        setattr(cfg.eval, k, v)
+    specs = specs or list(cfg.data.eval)
+    datasets = {s: build_eval_dataset(s, cfg.data) for s in specs}
+    # Same memory format as at training time, so the numbers reproduce bit for bit.
+    cl = cfg.train.channels_last and not is_onnx
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    results = evaluate_datasets(model, datasets, meta.preprocess, dev, cfg.eval,
+                                channels_last=cl, progress=progress)
+    print_summary(results)
+    ck = Path(checkpoint)
+    out_dir = Path(out_dir) if out_dir else (ck if ck.is_dir() else ck.parent) / "eval"
+    print(f"report: {out_dir / 'report.json'}")
+    return write_report(out_dir / "report.json", results, {
+        "checkpoint": str(checkpoint), "model": meta.model_name, "best_epoch": meta.epoch}, plots=cfg.eval.plots)

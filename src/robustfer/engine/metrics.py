@@ -55,7 +55,7 @@ def _as_labels(values: Any, name: str, num_classes: int | None = None) -> np.nda
     if arr.ndim != 1:
         raise MetricsError(
             f"{name} must be a 1-D sequence of class indices; got an array of shape "
-            f"{arr.shape}. Pass logits to MetricAccumulator.update or take argmax first."
+            f"{arr.shape}. Take the argmax of logits first."
         )
     if arr.size == 0:
         return arr.astype(np.int64)
@@ -302,116 +302,6 @@ def group_accuracy(
         g: {"n": count[g], "accuracy": correct[g] / count[g]}
         for g in sorted(count, key=_natural_key)
     }
-
-
-class MetricAccumulator:
-    """Streaming confusion matrix and loss average, fed batch by batch.
-
-    ``compute`` gives exactly what :func:`classification_metrics` gives on all the
-    batches concatenated, plus the sample-weighted mean loss when losses were given.
-
-    Example::
-
-        acc = MetricAccumulator(7)
-        for images, targets in loader:
-            logits = model(images)
-            acc.update(logits, targets, loss=loss_value)
-        result = acc.compute(EXPRESSIONS_7)
-
-    Args:
-        num_classes: size of the label space.
-    """
-
-    def __init__(self, num_classes: int) -> None:
-        if num_classes < 1:
-            raise MetricsError(f"num_classes must be at least 1; got {num_classes}.")
-        self.num_classes = num_classes
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget every batch seen so far."""
-        self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
-        self._loss_sum = 0.0
-        self._loss_count = 0
-
-    @property
-    def n(self) -> int:
-        """Number of samples accumulated."""
-        return int(self.confusion.sum())
-
-    @property
-    def loss(self) -> float | None:
-        """Sample-weighted mean of the losses passed to :meth:`update`, or ``None``."""
-        return self._loss_sum / self._loss_count if self._loss_count else None
-
-    def _reduce(self, values: Any, name: str) -> np.ndarray:
-        """Turn ``(N, C)`` scores into ``(N,)`` argmax indices; pass ``(N,)`` through."""
-        arr = _to_numpy(values)
-        if arr.ndim == 2:
-            if arr.shape[1] != self.num_classes:
-                raise MetricsError(
-                    f"{name} has {arr.shape[1]} columns but the accumulator counts "
-                    f"{self.num_classes} classes."
-                )
-            return arr.argmax(axis=1)
-        return _as_labels(arr, name, self.num_classes)
-
-    def update(
-        self,
-        outputs: Any,
-        targets: Any,
-        loss: float | None = None,
-        batch_size: int | None = None,
-    ) -> None:
-        """Add one batch.
-
-        Args:
-            outputs: logits or probabilities of shape ``(N, C)`` (reduced by argmax), or
-                predicted class indices of shape ``(N,)``.
-            targets: true class indices ``(N,)``, or soft/one-hot targets ``(N, C)``
-                (reduced by argmax).
-            loss: the batch's mean loss (a number or a 0-d tensor), optional.
-            batch_size: weight of ``loss`` in the running mean; defaults to ``N``.
-
-        Raises:
-            MetricsError: on mismatched shapes or out-of-range labels.
-        """
-        preds = self._reduce(outputs, "outputs")
-        true = self._reduce(targets, "targets")
-        if preds.shape[0] != true.shape[0]:
-            raise MetricsError(
-                f"outputs describe {preds.shape[0]} samples but targets {true.shape[0]}."
-            )
-        self.confusion += confusion_matrix(true, preds, self.num_classes)
-        if loss is not None:
-            weight = true.shape[0] if batch_size is None else int(batch_size)
-            self._loss_sum += float(loss) * weight
-            self._loss_count += weight
-
-    def compute(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
-        """Metrics over everything accumulated since the last :meth:`reset`.
-
-        Args:
-            class_names: one name per class; defaults to the canonical expression names
-                for 7 or 8 classes and to ``"0"``, ``"1"``, ... otherwise.
-
-        Returns:
-            The dict of :func:`classification_metrics`, plus ``"loss"`` (the mean loss,
-            or ``None`` when no loss was given).
-
-        Raises:
-            MetricsError: if nothing was accumulated or the names do not fit.
-        """
-        if class_names is None:
-            if self.num_classes in (7, 8):
-                from robustfer.data.labels import class_names as canonical_names
-
-                class_names = canonical_names(self.num_classes)
-            else:
-                class_names = [str(i) for i in range(self.num_classes)]
-        result = metrics_from_confusion(self.confusion, class_names)
-        result["loss"] = self.loss
-        return result
 
 
 def _is_percent_column(column: str) -> bool:

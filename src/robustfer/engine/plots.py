@@ -307,32 +307,51 @@ def plot_training_curves(
     return _save(fig, path)
 
 
+#: Columns every training run writes to ``metrics.csv`` (whatever the model), drawn by
+#: ``robustfer plot`` when no ``--columns`` are given.
+DEFAULT_HISTORY_COLUMNS: tuple[str, ...] = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
+
+
+def history_columns(history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The columns of ``history`` (other than ``epoch``) that have a finite value in some row."""
+    return sorted(
+        {k for row in history for k, v in row.items() if _number(v) is not None} - {"epoch"}
+    )
+
+
 def plot_history_columns(
     history: Sequence[Mapping[str, Any]], columns: Sequence[str], path: str | os.PathLike[str],
     title: str | None = None, ylabel: str = "value",
 ) -> Path:
     """Draw chosen ``metrics.csv`` columns over epochs, one line each.
 
-    For a method's per-epoch quantities, e.g. PhaNet's scale weights ``train_c1..train_c3``
-    and task weights ``train_lambda_e`` / ``train_lambda_p`` (the paper's Figs. 12, 13, 15).
+    Every run logs ``epoch``, ``lr``, ``train_loss``, ``train_accuracy``, ``val_loss``,
+    ``val_accuracy``, ``val_mean_class_accuracy``, ``val_macro_f1``, ``epoch_seconds`` and
+    ``images_per_second``; ``robustfer plot`` draws the losses and accuracies among them
+    (:data:`DEFAULT_HISTORY_COLUMNS`) unless told otherwise.
+    Methods with several loss terms add ``train_<term>`` columns, e.g. PhaNet's scale
+    weights ``train_c1..train_c3`` and task weights ``train_lambda_e`` / ``train_lambda_p``
+    (the paper's Figs. 12, 13, 15). All columns share one y axis, so plot quantities of
+    similar scale together.
 
     Raises:
-        MetricsError: when none of ``columns`` has a value in ``history`` (the message lists
-            the columns that do).
+        MetricsError: when ``columns`` is empty, or when a column has no value in
+            ``history`` (the message names the missing columns and lists those the log has).
     """
     if not columns:
         raise MetricsError("plot_history_columns needs at least one column name.")
+    have = history_columns(history)
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise MetricsError(
+            f"column(s) {', '.join(missing)} not in the log (or without values); "
+            f"available columns: {', '.join(have) if have else '(none)'}."
+        )
     fig = _new_figure(6.5, 4.0)
     ax = fig.add_subplot(1, 1, 1)
-    drawn = 0
     for key in columns:
         xs, ys = _series(history, key)
-        if xs:
-            ax.plot(xs, ys, marker="o", markersize=3, label=key)
-            drawn += 1
-    if not drawn:
-        have = sorted({k for row in history for k, v in row.items() if _number(v) is not None} - {"epoch"})
-        raise MetricsError(f"none of the columns {list(columns)} has values; the log has {have}.")
+        ax.plot(xs, ys, marker="o", markersize=3, label=key)
     ax.legend(loc="best", fontsize=8)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)

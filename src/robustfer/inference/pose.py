@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from robustfer.data.pose import YAW_BIN_NAMES, YAW_BINS, yaw_bin
 from robustfer.inference.detect import Detection
 
-#: Yaw bin centres (degrees) and names, in ``Sample.pose_bin`` order.
-YAW_BINS = (-90.0, -45.0, 0.0, 45.0, 90.0)
-YAW_BIN_NAMES = ("full_left", "half_left", "frontal", "half_right", "full_right")
+__all__ = ["NOSE_GEOMETRY", "YAW_BINS", "YAW_BIN_NAMES", "HeadPose", "estimate_pose", "pose_from_landmarks",
+           "pose_from_view", "yaw_bin"]
 
 #: (D / 2E, V / 2E) of the generic head per nose point (see the module docstring).
 NOSE_GEOMETRY = {"tip": (0.41, 0.55), "base": (0.25, 0.75)}
@@ -63,11 +63,6 @@ class HeadPose:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def yaw_bin(yaw: float) -> int:
-    """Index of the nearest bin centre in :data:`YAW_BINS`."""
-    return int(np.argmin([abs(yaw - b) for b in YAW_BINS]))
 
 
 def pose_from_landmarks(landmarks: np.ndarray, nose_point: str = "tip") -> HeadPose:

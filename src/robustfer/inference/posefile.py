@@ -1,10 +1,5 @@
-"""Pose-label files: ``robustfer annotate-pose`` writes them, datasets attach them.
-
-Format: a CSV with header ``id,yaw,pitch,roll,yaw_bin,method``; ``id`` is the dataset's sample
-id (for FERPlus ``FER2013Train/fer0000000.png``), angles in degrees (empty when unknown),
-``yaw_bin`` an index into :data:`robustfer.inference.pose.YAW_BINS` (empty when no face was
-found). ``FERDataset.attach_pose(read_pose_file(path))`` gives samples ``pose``/``pose_bin``;
-in a recipe, ``data.pose_file: PATH`` does it for every dataset of the run.
+"""``robustfer annotate-pose``: estimate the head pose of every image of a dataset and write a
+pose-label file (format and reader: :mod:`robustfer.data.pose`).
 
 This is how the PhaNet paper labelled AffectNet's yaw (with an external estimator): the labels
 are estimates, and :func:`ran_agreement` measures them against the RAN pose lists.
@@ -19,36 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from robustfer.errors import DatasetError
-
-COLUMNS = ["id", "yaw", "pitch", "roll", "yaw_bin", "method"]
-
-
-def _num(v: str | None) -> float | None:
-    if v is None or v == "":
-        return None
-    return float(v)
-
-
-def read_pose_file(path: str | Path) -> dict[str, tuple[float | None, int | None]]:
-    """``{sample id: (yaw, yaw_bin)}`` from a pose-label file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"pose-label file {path} does not exist; write one with "
-                           "`robustfer annotate-pose SPEC --out FILE`.")
-    out: dict[str, tuple[float | None, int | None]] = {}
-    with open(path, newline="") as f:
-        r = csv.DictReader(f)
-        if r.fieldnames is None or "id" not in r.fieldnames or "yaw_bin" not in r.fieldnames:
-            raise DatasetError(f"{path}: expected a CSV header with columns {COLUMNS}, got {r.fieldnames}.")
-        for i, row in enumerate(r, start=2):
-            try:
-                b = _num(row.get("yaw_bin"))
-                out[row["id"]] = (_num(row.get("yaw")), None if b is None else int(b))
-            except (TypeError, ValueError):
-                raise DatasetError(f"{path} line {i}: yaw/yaw_bin must be numbers or empty, got "
-                                   f"{row.get('yaw')!r}/{row.get('yaw_bin')!r}.") from None
-    return out
+from robustfer.data.pose import COLUMNS, read_pose_file
 
 
 def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, detector: str = "dlib",
@@ -59,17 +25,15 @@ def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, de
     largest detection is used. Images where no face is found get empty fields.
     Returns a summary (and, for ``ferplus:test``, the agreement with the RAN pose lists).
     """
+    import inspect
+
     import cv2
     from tqdm import tqdm
 
-    from robustfer.data import build_dataset
-    from robustfer.engine.checkpoint import atomic_write
+    from robustfer.data import build_dataset, get_dataset_info, parse_spec
     from robustfer.inference.detect import DlibDetector, create_detector
     from robustfer.inference.pose import estimate_pose
-
-    import inspect
-
-    from robustfer.data import get_dataset_info, parse_spec
+    from robustfer.runtime.checkpoint import atomic_write
 
     # Every image a training run may read, whatever its label mode: FERPlus's default
     # (majority) drops the faces whose votes tie, which crossentropy training keeps.

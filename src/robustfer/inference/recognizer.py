@@ -27,12 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from robustfer.data.transforms import EvalTransform, Preprocess
+from robustfer.data.preprocess import Preprocess, preprocess_face
 from robustfer.errors import ConfigError, RobustferError
 from robustfer.inference.align import align_face, crop_points
 from robustfer.inference.detect import Detection, FaceDetector, create_detector
 from robustfer.inference.io import MAX_IMAGE_PIXELS, ImageInput, load_image
 from robustfer.inference.pose import HeadPose, estimate_pose
+from robustfer.runtime.classifier import TorchClassifier, load_classifier
+from robustfer.runtime.weights import PRETRAINED, pretrained_path
+
+__all__ = ["FaceResult", "ImageResult", "PRETRAINED", "Recognizer", "pretrained_path", "to_dataframe",
+           "to_json", "to_records"]
 
 
 @dataclass
@@ -143,56 +148,6 @@ def to_json(results: Sequence[ImageResult]) -> str:
     return json.dumps([r.to_dict() for r in results])
 
 
-#: Pretrained models shipped inside the package: name -> file in robustfer/weights/.
-PRETRAINED = {"default": "ferplus_compact_cnn.safetensors"}
-
-
-def pretrained_path(name: str) -> Path:
-    """File of a shipped pretrained model."""
-    from importlib.resources import files
-
-    if name not in PRETRAINED:
-        raise ConfigError(f"unknown pretrained model {name!r}; shipped: {sorted(PRETRAINED)}, "
-                          "or pass the path of a best.safetensors.")
-    p = Path(str(files("robustfer") / "weights" / PRETRAINED[name]))
-    if not p.is_file():
-        raise ConfigError(f"the shipped model file {p} is missing; reinstall robustfer.")
-    return p
-
-
-class TorchClassifier:
-    """Runs a robustfer model with PyTorch: float32 NCHW batch -> (probs, attention or None)."""
-
-    def __init__(self, model: Any, device: str = "cpu") -> None:
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-        # channels-last: same fp32 arithmetic, about 1.4x faster convolutions on CPU here
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
-        from robustfer.data.landmarks import takes_landmarks
-
-        self.takes_landmarks = takes_landmarks(model)  # once, not per batch
-
-    def __call__(self, x: np.ndarray, attention: bool = False,
-                 landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        torch = self.torch
-        with torch.inference_mode():
-            xt = torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
-            kw = {}
-            if landmarks is not None and self.takes_landmarks:
-                kw["landmarks"] = torch.from_numpy(np.asarray(landmarks, np.float32)).to(self.device)
-            out = self.model(xt, **kw)
-            probs = out.logits.float().softmax(1).cpu().numpy()
-            att = None
-            if attention and out.attention_maps is not None:
-                a = out.attention_maps.float().mean(1)  # (B, h, w)
-                a = a - a.flatten(1).min(1).values[:, None, None]
-                a = a / a.flatten(1).max(1).values.clamp_min(1e-12)[:, None, None]
-                att = a.cpu().numpy()
-        return probs, att
-
-
 class Recognizer:
     """Detect faces, estimate head pose, classify expressions.
 
@@ -204,9 +159,6 @@ class Recognizer:
         detector: ``"haar"`` (default), ``"dlib"``, ``"yunet:PATH"`` or your own object with
             ``detect(rgb) -> list[Detection]``; built lazily, so ``detect=False`` needs none.
         batch_size: face crops per forward pass.
-        backend: ``"torch"``, ``"onnx"`` (needs an exported ``.onnx`` file) or ``"onnx-int8"``
-            (the statically quantised ``.int8.onnx``, about three times faster on CPU; the
-            shipped default model has both, see its model card); see :meth:`from_checkpoint`.
         max_faces: keep at most this many faces per image (highest detection score first).
         min_score: drop detections scoring below this.
     """
@@ -225,7 +177,6 @@ class Recognizer:
             classifier = TorchClassifier(model, device)
         self.classifier = classifier
         self.preprocess = preprocess
-        self._transform = EvalTransform(preprocess)
         self.class_names = tuple(class_names)
         self._detector_spec = detector
         self._detector: FaceDetector | None = None
@@ -247,42 +198,25 @@ class Recognizer:
         return cls.from_checkpoint(pretrained_path(name), **kwargs)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, backend: str = "torch", onnx_path: str | Path | None = None,
-                        threads: int | None = None, **kwargs: Any) -> Recognizer:
-        """A model from a ``best.safetensors`` (or a run folder); ``backend="onnx"`` runs it
-        with ONNX Runtime from ``onnx_path`` (default: the ``.onnx`` next to the checkpoint),
-        ``backend="onnx-int8"`` from the ``.int8.onnx`` next to it (``robustfer export --int8``)."""
-        from robustfer.engine.checkpoint import load_model, read_meta
+    def from_checkpoint(cls, path: str | Path, backend: str = "auto", onnx_path: str | Path | None = None,
+                        threads: int | None = None, check_int8: bool = True, **kwargs: Any) -> Recognizer:
+        """A model from a ``best.safetensors`` (or a run folder, or an exported ``.onnx``).
 
-        path = Path(path)
-        if path.suffix == ".onnx":
-            backend, onnx_path = "onnx", path
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
-        if backend == "torch":
-            model, meta = load_model(path, kwargs.pop("device", "cpu"))
-            rec = cls(model, meta.preprocess, meta.class_names, **kwargs)
-        elif backend in ("onnx", "onnx-int8"):
-            from robustfer.export import OnnxClassifier
-
-            if onnx_path is None:
-                onnx_path = path.with_suffix(".onnx" if backend == "onnx" else ".int8.onnx")
-                if backend == "onnx-int8" and not onnx_path.is_file():
-                    raise ConfigError(f"no int8 model {onnx_path}; make it with `robustfer export "
-                                      f"--checkpoint {path} --int8 --calibration ferplus:train`.")
-            clf = OnnxClassifier(onnx_path, threads=threads)
-            if Path(onnx_path) == path:  # the .onnx alone: metadata travels inside it
-                from robustfer.engine.checkpoint import CheckpointMeta
-
-                meta = CheckpointMeta.from_strings(clf.metadata(), path)
-            else:
-                meta = read_meta(path)
-            kwargs.pop("device", None)
-            rec = cls(None, meta.preprocess, meta.class_names, classifier=clf, **kwargs)
-        else:
-            raise ConfigError(f"unknown backend {backend!r}; use 'torch', 'onnx' or 'onnx-int8'.")
+        Args:
+            path: the checkpoint.
+            backend: ``"auto"`` (PyTorch when installed, else ONNX Runtime on the ``.onnx`` next
+                to the checkpoint), ``"torch"``, ``"onnx"`` (``onnx_path``, default the ``.onnx``
+                next to the checkpoint) or ``"onnx-int8"`` (the ``.int8.onnx`` next to it, made by
+                ``robustfer export --int8``; checked against float32 on this CPU when first
+                opened, float32 is used with a warning if they disagree).
+            onnx_path: the ONNX file for the ONNX backends.
+            threads: CPU threads of the classifier.
+            check_int8: run that int8 check.
+            **kwargs: :class:`Recognizer` options (``detector``, ``device``, ...).
+        """
+        clf, meta = load_classifier(path, backend, onnx_path, threads, kwargs.pop("device", "cpu"),
+                                    check_int8_model=check_int8)
+        rec = cls(None, meta.preprocess, meta.class_names, classifier=clf, **kwargs)
         rec.source = str(path)
         rec.model_name = meta.model_name
         return rec
@@ -296,7 +230,7 @@ class Recognizer:
     # ----------------------------------------------------------------------------- pieces
     def face_tensor(self, crop: np.ndarray) -> np.ndarray:
         """uint8 RGB crop -> normalised float32 (C, S, S): the evaluation transform itself."""
-        return self._transform(crop).numpy()
+        return preprocess_face(crop, self.preprocess)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         dets = [d for d in self.detector.detect(image) if d.score >= self.min_score]

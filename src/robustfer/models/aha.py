@@ -106,7 +106,8 @@ and 4 x 4 maps). ``fusion="concat"`` replaces the LSTM (D -> D) by the 4D-wide r
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -115,8 +116,7 @@ from torch import nn
 from robustfer.errors import ModelError
 from robustfer.layers.regions import check_boxes, crop_regions, landmark_boxes
 from robustfer.models._registry import register_model
-from robustfer.models.backbones import ResNet
-from robustfer.models.baselines import CompactCNN
+from robustfer.models.backbones import TrunkConfig, create_trunk
 from robustfer.models.output import ModelOutput
 
 #: The regions, in the order of the crops, the LSTM sequence, ``boxes`` and ``region_logits``.
@@ -221,13 +221,16 @@ def mosaic(crops: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ the model
-class AHA(nn.Module):
-    """Attentive hybrid architecture with the two-step fusion (see the module docstring).
+@dataclass(frozen=True)
+class AhaConfig(TrunkConfig):
+    """Options of AHA: the sub-networks' trunk (:class:`~robustfer.models.backbones.TrunkConfig`)
+    and the branches and fusion.
 
-    Args:
-        make_trunk: builds one trunk, ``() -> (module (N, C, H, W) -> (N, D, h, w), D)``;
-            called once per sub-network.
-        num_classes: C expression classes.
+    Attributes:
+        backbone: the trunk of every sub-network, ``resnet18`` (paper-like) or ``compact_cnn``
+            (its stages without the last max-pool, choice 6); fixed by the registered name.
+        width, stem_stride, stem_kernel, max_pool: the trunk (the stem knobs: ResNet only).
+        convs_per_stage: 3x3 convolutions per stage of the compact CNN trunk (compact only).
         branches: which branches, any combination of ``g`` (global), ``l`` (local) and ``m``
             (mixture); ``"glm"`` is the paper's full model.
         attention: spatial attention in every sub-network and attention over the LSTM steps.
@@ -243,37 +246,64 @@ class AHA(nn.Module):
         drop_rate: dropout before every classifier.
     """
 
-    def __init__(self, make_trunk: TrunkFactory, num_classes: int, branches: str = "glm",
-                 attention: bool = True, fusion: str = "two_step", head: str = "softmax",
-                 crop_size: int | None = None, region_side: float = 0.45,
-                 boxes: Sequence[Sequence[float]] | None = None, share_local: bool = True,
-                 lstm_hidden: int | None = None, cos_scale: float = 30.0, drop_rate: float = 0.0) -> None:
+    convs_per_stage: int | tuple[int, ...] = (1, 2, 2, 2)
+    branches: str = "glm"
+    attention: bool = True
+    fusion: str = "two_step"
+    head: str = "softmax"
+    crop_size: int | None = None
+    region_side: float = 0.45
+    boxes: tuple[tuple[float, ...], ...] | None = None
+    share_local: bool = True
+    lstm_hidden: int | None = None
+    cos_scale: float = 30.0
+    drop_rate: float = 0.0
+
+
+class AHA(nn.Module):
+    """Attentive hybrid architecture with the two-step fusion (see the module docstring).
+
+    Args:
+        cfg: the configuration (:class:`AhaConfig`).
+        num_classes: C expression classes.
+        in_chans: input channels.
+    """
+
+    def __init__(self, cfg: AhaConfig, num_classes: int = 8, in_chans: int = 1) -> None:
         super().__init__()
+        branches, boxes = cfg.branches, cfg.boxes
         if (not isinstance(branches, str) or not branches or any(ch not in BRANCHES for ch in branches)
                 or len(set(branches)) != len(branches)):
             raise ModelError(f"AHA branches={branches!r} is not valid; use one or more of 'g' (global), "
                              "'l' (local regions), 'm' (mixture), e.g. 'glm' (the paper's model), 'gl' "
                              "or 'g'.")
-        if fusion not in FUSIONS:
-            raise ModelError(f"AHA fusion={fusion!r} is unknown; use 'two_step' (LSTM, the paper) or "
+        if cfg.fusion not in FUSIONS:
+            raise ModelError(f"AHA fusion={cfg.fusion!r} is unknown; use 'two_step' (LSTM, the paper) or "
                              "'concat'.")
-        if head not in HEADS:
-            raise ModelError(f"AHA head={head!r} is unknown; use 'softmax' or 'cosface'.")
-        if not 0 < region_side <= 1:
-            raise ModelError(f"AHA region_side={region_side} must be in (0, 1] (a fraction of the face; "
+        if cfg.head not in HEADS:
+            raise ModelError(f"AHA head={cfg.head!r} is unknown; use 'softmax' or 'cosface'.")
+        if not 0 < cfg.region_side <= 1:
+            raise ModelError(f"AHA region_side={cfg.region_side} must be in (0, 1] (a fraction of the face; "
                              "default 0.45).")
-        if crop_size is not None and crop_size < 8:
-            raise ModelError(f"AHA crop_size={crop_size} is too small; use at least 8 px, or None for half "
-                             "the input side.")
-        if cos_scale <= 0:
-            raise ModelError(f"AHA cos_scale={cos_scale} must be > 0 (30 is the default).")
-        if lstm_hidden is not None and lstm_hidden < 1:
-            raise ModelError(f"AHA lstm_hidden={lstm_hidden} must be a positive integer, or None for the "
+        if cfg.crop_size is not None and cfg.crop_size < 8:
+            raise ModelError(f"AHA crop_size={cfg.crop_size} is too small; use at least 8 px, or None for "
+                             "half the input side.")
+        if cfg.cos_scale <= 0:
+            raise ModelError(f"AHA cos_scale={cfg.cos_scale} must be > 0 (30 is the default).")
+        if cfg.lstm_hidden is not None and cfg.lstm_hidden < 1:
+            raise ModelError(f"AHA lstm_hidden={cfg.lstm_hidden} must be a positive integer, or None for the "
                              "trunk's feature size.")
         self.branches = "".join(ch for ch in BRANCHES if ch in branches)  # canonical order g, l, m
-        self.attention, self.fusion, self.head_kind = attention, fusion, head
-        self.crop_size, self.region_side, self.cos_scale = crop_size, float(region_side), float(cos_scale)
-        self.share_local = share_local
+        self.attention, self.fusion, self.head_kind = cfg.attention, cfg.fusion, cfg.head
+        self.crop_size, self.region_side, self.cos_scale = cfg.crop_size, cfg.region_side, cfg.cos_scale
+        self.share_local = cfg.share_local
+        self.config = cfg
+
+        def make_trunk() -> tuple[nn.Module, int]:
+            trunk, dim = create_trunk(cfg.backbone, in_chans, **cfg.trunk_kwargs())
+            if cfg.backbone == "compact_cnn":
+                trunk = nn.Sequential(*list(trunk)[:-1])  # no last max-pool: stride 8 (choice 6)
+            return trunk, dim
 
         if boxes is None:
             centres = torch.tensor(TEMPLATE_CENTRES)[None]  # (1, 4, 2) fractions = pixels of a 1x1 image
@@ -291,13 +321,13 @@ class AHA(nn.Module):
         self.num_regions = k
 
         use = {ch: ch in self.branches for ch in BRANCHES}
-        self.global_net = SubNetwork(make_trunk, attention) if use["g"] else None
-        n_local = (1 if share_local else k) if use["l"] else 0
-        self.local_nets = nn.ModuleList(SubNetwork(make_trunk, attention) for _ in range(n_local))
-        self.mixture_net = SubNetwork(make_trunk, attention) if use["m"] else None
+        self.global_net = SubNetwork(make_trunk, cfg.attention) if use["g"] else None
+        n_local = (1 if cfg.share_local else k) if use["l"] else 0
+        self.local_nets = nn.ModuleList(SubNetwork(make_trunk, cfg.attention) for _ in range(n_local))
+        self.mixture_net = SubNetwork(make_trunk, cfg.attention) if use["m"] else None
         nets = (self.global_net, self.mixture_net, *self.local_nets)
         d = next(net.num_features for net in nets if net is not None)  # D, the same for every trunk
-        self.drop = nn.Dropout(drop_rate)
+        self.drop = nn.Dropout(cfg.drop_rate)
 
         # branch classifiers (choice 9), in the order of branch_names
         self.global_head = nn.Linear(d, num_classes) if use["g"] else None
@@ -307,14 +337,14 @@ class AHA(nn.Module):
             ["mixture"] if use["m"] else [])
 
         # step one of the fusion: LSTM over the regions (choice 8)
-        self.two_step = use["l"] and fusion == "two_step"
-        hidden = lstm_hidden or d
+        self.two_step = use["l"] and cfg.fusion == "two_step"
+        hidden = cfg.lstm_hidden or d
         self.lstm = nn.LSTM(d, hidden, num_layers=1, batch_first=True) if self.two_step else None
-        self.step_attention = nn.Linear(hidden, 1) if self.two_step and attention else None
+        self.step_attention = nn.Linear(hidden, 1) if self.two_step and cfg.attention else None
         local_dim = (hidden if self.two_step else k * d) if use["l"] else 0
         self.num_features = (d if use["g"] else 0) + local_dim + (d if use["m"] else 0)
         # step two: the classifier on x = concat(h^g, h^l, x^m)
-        self.head = CosineHead(self.num_features, num_classes) if head == "cosface" else nn.Linear(
+        self.head = CosineHead(self.num_features, num_classes) if cfg.head == "cosface" else nn.Linear(
             self.num_features, num_classes)
 
     # ------------------------------------------------------------------ regions
@@ -416,49 +446,12 @@ class AHA(nn.Module):
                            attention_maps=att_map, boxes=boxes, extras=extras)
 
 
-# ------------------------------------------------------------------------------ builders
-def _resnet_factory(depth: int, in_chans: int, width: float, stem_stride: int, stem_kernel: int,
-                    max_pool: bool) -> TrunkFactory:
-    def make() -> tuple[nn.Module, int]:
-        net = ResNet(depth, in_chans, width, stem_stride, stem_kernel, max_pool)
-        return net, net.num_features
-    return make
-
-
-def _compact_factory(in_chans: int, width: float, convs_per_stage: Sequence[int] | int) -> TrunkFactory:
-    widths = tuple(max(8, round(ch * width)) for ch in (32, 64, 128, 256))
-    convs = convs_per_stage if isinstance(convs_per_stage, int) else tuple(convs_per_stage)
-
-    def make() -> tuple[nn.Module, int]:
-        cnn = CompactCNN(1, in_chans, widths, convs, 0.0)
-        return nn.Sequential(*list(cnn.features)[:-1]), cnn.num_features  # no last max-pool (choice 6)
-    return make
-
-
-@register_model("aha_resnet18")
-def aha_resnet18(num_classes: int = 8, in_chans: int = 1, width: float = 1.0, stem_stride: int = 2,
-                 stem_kernel: int = 7, max_pool: bool = True, branches: str = "glm", attention: bool = True,
-                 fusion: str = "two_step", head: str = "softmax", crop_size: int | None = None,
-                 region_side: float = 0.45, boxes: list[list[float]] | None = None, share_local: bool = True,
-                 lstm_hidden: int | None = None, cos_scale: float = 30.0,
-                 drop_rate: float = 0.0) -> nn.Module:
-    """AHA (Weng et al., ICPR 2020) with ResNet-18 sub-networks, paper-like."""
-    return AHA(_resnet_factory(18, in_chans, width, stem_stride, stem_kernel, max_pool), num_classes,
-               branches=branches, attention=attention, fusion=fusion, head=head, crop_size=crop_size,
-               region_side=region_side, boxes=boxes, share_local=share_local, lstm_hidden=lstm_hidden,
-               cos_scale=cos_scale, drop_rate=drop_rate)
-
-
-@register_model("aha_compact_cnn")
-def aha_compact_cnn(num_classes: int = 8, in_chans: int = 1, width: float = 1.0,
-                    convs_per_stage: int | list[int] | tuple[int, ...] = (1, 2, 2, 2), branches: str = "glm",
-                    attention: bool = True, fusion: str = "two_step", head: str = "softmax",
-                    crop_size: int | None = None, region_side: float = 0.45,
-                    boxes: list[list[float]] | None = None,
-                    share_local: bool = True, lstm_hidden: int | None = None, cos_scale: float = 30.0,
-                    drop_rate: float = 0.0) -> nn.Module:
-    """AHA (Weng et al., ICPR 2020) with compact-CNN sub-networks, for CPU-scale 48 px training."""
-    return AHA(_compact_factory(in_chans, width, convs_per_stage), num_classes,
-               branches=branches, attention=attention, fusion=fusion, head=head, crop_size=crop_size,
-               region_side=region_side, boxes=boxes, share_local=share_local, lstm_hidden=lstm_hidden,
-               cos_scale=cos_scale, drop_rate=drop_rate)
+# ------------------------------------------------------------------------------ registered variants
+register_model(
+    "aha_resnet18",
+    "AHA (Weng et al., ICPR 2020) with ResNet-18 sub-networks, paper-like.",
+    config=AhaConfig(backbone="resnet18"))(AHA)
+register_model(
+    "aha_compact_cnn",
+    "AHA (Weng et al., ICPR 2020) with compact-CNN sub-networks, for CPU-scale 48 px training.",
+    config=AhaConfig(backbone="compact_cnn"))(AHA)

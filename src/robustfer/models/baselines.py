@@ -16,85 +16,91 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from robustfer.models._registry import register_model
-from robustfer.models.backbones import ResNet
+from robustfer.errors import ModelError
+from robustfer.models._registry import ModelConfig, register_model
+from robustfer.models.backbones import TrunkConfig, compact_stages, create_trunk, init_conv_bn
 from robustfer.models.output import ModelOutput
 
 
-class ResNetClassifier(nn.Module):
-    """ResNet backbone with a pooled linear expression head."""
+# ---------------------------------------------------------------------- ResNet classifiers
+@dataclass(frozen=True)
+class ResNetConfig(TrunkConfig):
+    """Options of the ResNet classifiers: the trunk's (:class:`~robustfer.models.backbones.TrunkConfig`:
+    ``width``, ``stem_stride``, ``stem_kernel``, ``max_pool``) and the head's.
 
-    def __init__(self, backbone: ResNet, num_classes: int, drop_rate: float = 0.0) -> None:
+    Attributes:
+        backbone: ``resnet18``, ``resnet34`` or ``resnet50``; fixed by the registered name.
+        drop_rate: dropout before the linear head.
+    """
+
+    drop_rate: float = 0.0
+
+
+class ResNetClassifier(nn.Module):
+    """ResNet backbone with a pooled linear expression head.
+
+    Args:
+        cfg: the configuration (:class:`ResNetConfig`).
+        num_classes: expression classes.
+        in_chans: input channels.
+    """
+
+    def __init__(self, cfg: ResNetConfig, num_classes: int = 8, in_chans: int = 1) -> None:
         super().__init__()
-        self.backbone = backbone
+        if not cfg.backbone.startswith("resnet"):
+            raise ModelError(f"ResNetClassifier needs a ResNet backbone, got {cfg.backbone!r}; "
+                             "use compact_cnn for the compact CNN.")
+        self.config = cfg
+        self.backbone, dim = create_trunk(cfg.backbone, in_chans, **cfg.trunk_kwargs())
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(backbone.num_features, num_classes)
+        self.drop = nn.Dropout(cfg.drop_rate)
+        self.head = nn.Linear(dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         f = self.pool(self.backbone(x)).flatten(1)  # (B, C)
         return ModelOutput(logits=self.head(self.drop(f)), features=f)
 
 
-def _resnet(depth: int, num_classes: int, in_chans: int, width: float, stem_stride: int,
-            stem_kernel: int, max_pool: bool, drop_rate: float) -> ResNetClassifier:
-    backbone = ResNet(depth, in_chans, width, stem_stride, stem_kernel, max_pool)
-    return ResNetClassifier(backbone, num_classes, drop_rate)
+# ---------------------------------------------------------------------- compact CNN
+@dataclass(frozen=True)
+class CompactCnnConfig(ModelConfig):
+    """Options of the compact CNN.
 
-
-@register_model("resnet18")
-def resnet18(num_classes: int = 8, in_chans: int = 1, width: float = 1.0, stem_stride: int = 2,
-             stem_kernel: int = 7, max_pool: bool = True, drop_rate: float = 0.0) -> nn.Module:
-    """ResNet-18 classifier (He et al., CVPR 2016) with small-input knobs."""
-    return _resnet(18, num_classes, in_chans, width, stem_stride, stem_kernel, max_pool, drop_rate)
-
-
-@register_model("resnet50")
-def resnet50(num_classes: int = 8, in_chans: int = 1, width: float = 1.0, stem_stride: int = 2,
-             stem_kernel: int = 7, max_pool: bool = True, drop_rate: float = 0.0) -> nn.Module:
-    """ResNet-50 classifier (He et al., CVPR 2016) with small-input knobs."""
-    return _resnet(50, num_classes, in_chans, width, stem_stride, stem_kernel, max_pool, drop_rate)
-
-
-def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-
-class CompactCNN(nn.Module):
-    """VGG-style CNN: ``len(widths)`` stages of conv-BN-ReLU layers, each ending in a max-pool.
-
-    Args:
-        num_classes: expression classes.
-        in_chans: input channels.
-        widths: channels per stage.
-        convs_per_stage: 3x3 convolutions per stage (one number, or one per stage).
+    Attributes:
+        width: multiplier on the stage widths (32, 64, 128, 256 at 1.0).
+        convs_per_stage: 3x3 convolutions per stage, one number or one per stage.
         drop_rate: dropout before the linear head.
     """
 
-    def __init__(self, num_classes: int, in_chans: int, widths: tuple[int, ...],
-                 convs_per_stage: int | tuple[int, ...] = 2, drop_rate: float = 0.3) -> None:
+    width: float = 1.0
+    convs_per_stage: int | tuple[int, ...] = (1, 2, 2, 2)
+    drop_rate: float = 0.3
+
+
+class CompactCNN(nn.Module):
+    """VGG-style CNN: four stages of conv-BN-ReLU layers, each ending in a max-pool
+    (:func:`~robustfer.models.backbones.compact_stages`), then pooling, dropout, a linear head.
+
+    Args:
+        cfg: the configuration (:class:`CompactCnnConfig`).
+        num_classes: expression classes.
+        in_chans: input channels.
+    """
+
+    def __init__(self, cfg: CompactCnnConfig, num_classes: int = 8, in_chans: int = 1) -> None:
         super().__init__()
-        convs = (convs_per_stage,) * len(widths) if isinstance(convs_per_stage, int) else tuple(convs_per_stage)
-        if len(convs) != len(widths):
-            raise ValueError(f"convs_per_stage {convs_per_stage} needs one entry per stage ({len(widths)}).")
-        layers: list[nn.Module] = []
-        cin = in_chans
-        for w, n in zip(widths, convs):
-            for _ in range(n):
-                layers += _conv_bn_relu(cin, w)
-                cin = w
-            layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
+        self.config = cfg
+        self.features, cin = compact_stages(in_chans, cfg.width, cfg.convs_per_stage)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate)
+        self.drop = nn.Dropout(cfg.drop_rate)
         self.head = nn.Linear(cin, num_classes)
         self.num_features = cin
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         fmap = self.features(x)  # (B, C, H/16, W/16)
@@ -102,11 +108,16 @@ class CompactCNN(nn.Module):
         return ModelOutput(logits=self.head(self.drop(f)), features=f)
 
 
-@register_model("compact_cnn")
-def compact_cnn(num_classes: int = 8, in_chans: int = 1, width: float = 1.0,
-                convs_per_stage: int | tuple[int, ...] | list[int] = (1, 2, 2, 2),
-                drop_rate: float = 0.3) -> nn.Module:
-    """Compact VGG-style CNN (~1.2 M parameters at width 1) that trains on 2 CPU cores."""
-    widths = tuple(max(8, int(round(c * width))) for c in (32, 64, 128, 256))
-    convs = convs_per_stage if isinstance(convs_per_stage, int) else tuple(convs_per_stage)
-    return CompactCNN(num_classes, in_chans, widths, convs, drop_rate)
+# ---------------------------------------------------------------------- registered variants
+register_model(
+    "resnet18",
+    "ResNet-18 classifier (He et al., CVPR 2016) with small-input knobs.",
+    config=ResNetConfig(backbone="resnet18"))(ResNetClassifier)
+register_model(
+    "resnet50",
+    "ResNet-50 classifier (He et al., CVPR 2016) with small-input knobs.",
+    config=ResNetConfig(backbone="resnet50"))(ResNetClassifier)
+register_model(
+    "compact_cnn",
+    "Compact VGG-style CNN (~1.2 M parameters at width 1) that trains on 2 CPU cores.",
+    config=CompactCnnConfig())(CompactCNN)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from robustfer.models.schedule import Phase
+
 
 @dataclass
 class ModelOutput:
@@ -19,7 +21,9 @@ class ModelOutput:
         attention_maps: spatial attention, (B, 1|R, h, w).
         pose_logits: head-pose logits, (B, num_pose_bins).
         boxes: attended boxes in input pixels, (B, R, 4) as (x0, y0, x1, y1).
-        extras: anything else a method's loss needs, keyed by name.
+        extras: anything else a method's loss needs, keyed by name (tensors).
+        phase: the training phase this forward pass ran in, for models with a training
+            schedule (:mod:`robustfer.models.schedule`; the loss reads it); None for others.
     """
 
     logits: torch.Tensor
@@ -30,3 +34,4 @@ class ModelOutput:
     pose_logits: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    phase: Phase | None = None

@@ -28,8 +28,8 @@ Outputs (:class:`ModelOutput`): ``logits`` (B, C) from the joint expression head
 per-scale logits; ``boxes`` (B, 3, 4) the three squares in pixels of the input image, (x0, y0,
 x1, y1), scale 1 the whole image and scales 2 and 3 the nested attended squares mapped back to
 the original image; ``attention_weights`` (B, 3) c_1..c_3; ``features`` (B, 3 D) the joint
-representation; ``extras["lambda"]`` (B, 2) [lambda_e, lambda_p] and ``extras["phase"]`` (a
-0-d long tensor, :data:`PHASES`) the training phase this forward pass belongs to, which the loss
+representation; ``extras["lambda"]`` (B, 2) [lambda_e, lambda_p]; ``phase`` (a
+:class:`~robustfer.models.schedule.Phase`) the phase this forward pass ran in, which the loss
 reads.
 
 Choices where the paper is silent, and deviations (with the reason):
@@ -85,10 +85,15 @@ Choices where the paper is silent, and deviations (with the reason):
     (the others keep ``grad = None``, which AdamW skips, weight decay included), and the loss is
     the ranking loss alone. RA-CNN alternates until each part converges; with a 10-epoch budget
     we alternate in blocks of steps (default 4 classify, 1 rank). ``"joint"`` trains every
-    parameter on the whole loss at every step. The model counts its training forward passes in
-    the buffer ``schedule_step`` (saved with the weights, so a resumed run continues the
-    schedule) and reports the phase in ``extras["phase"]``; the engine needs no change.
-    Batch-norm running statistics still update in rank steps.
+    parameter on the whole loss at every step. The model holds no schedule state:
+    :meth:`PhaNet.training_schedule` turns the options into a
+    :class:`~robustfer.models.schedule.TrainingSchedule`, the training engine counts the
+    optimiser steps (saved in ``last.pt``, so a resumed run continues the schedule) and passes
+    each step's phase to the forward (``model(x, phase=Phase.RANK)``), which reports it to the
+    loss in ``output.phase``. Called without a phase, the model runs in ``Phase.EVAL`` in
+    eval mode and ``Phase.JOINT`` in training mode. Checkpoints written before this change hold
+    a ``schedule_step`` buffer; loading drops it. Batch-norm running statistics still update in
+    rank steps.
     Under DistributedDataParallel the alternate schedule leaves parameters unused in a step,
     which DDP refuses unless ``find_unused_parameters=True``; use ``schedule="joint"`` there.
 12. **Pose labels.** The paper uses datasets' own pose labels; robustfer's FERPlus pose bins
@@ -104,7 +109,7 @@ Choices where the paper is silent, and deviations (with the reason):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -113,12 +118,11 @@ from torch.func import functional_call
 
 from robustfer.errors import ModelError
 from robustfer.layers.boxcar import boxcar_crop
-from robustfer.models._registry import register_model
+from robustfer.models._registry import ModelConfig, register_model
 from robustfer.models.backbones import init_conv_bn
 from robustfer.models.output import ModelOutput
+from robustfer.models.schedule import Phase, TrainingSchedule
 
-#: Codes of ``extras["phase"]``: what a forward pass trains (see the module docstring, item 11).
-PHASES = {"joint": 0, "classify": 1, "rank": 2, "eval": 3}
 SCHEDULES = ("alternate", "joint")
 NUM_SCALES = 3
 
@@ -246,76 +250,67 @@ class PhaNet(nn.Module):
     """PhaNet over three DenseNet scales (see the module docstring).
 
     Args:
+        cfg: the configuration (:class:`PhaNetConfig`, which documents every option).
         num_classes: expression classes C.
         in_chans: input channels.
-        depth, growth_rate, bottleneck, compression, stem_kernel, stem_stride, max_pool: the
-            DenseNet of each scale (paper: 40, 12, basic, 1.0, 7, -, -).
-        share_backbone: one DenseNet for all scales (paper: one per scale).
-        num_pose_bins: P, classes of the pose head (FERPlus pose files: 5 yaw bins).
-        pose: the pose branch (DCML); False or ``num_pose_bins=0`` removes it.
-        scale_attention: SAL's c_i (Eq. 7); False sets them to 1.
-        schedule: ``"alternate"`` or ``"joint"`` (docstring item 11).
-        phase_steps: (classify steps, rank steps) of one alternation period.
-        side_range, init_side: APN square bounds and start (items 5, 6).
-        boxcar_k: sharpness of the boxcar mask per pixel (item 7).
-        apn_grid, apn_hidden: APN input grid and hidden units (items 3, 4).
-        sal_hidden: SAL hidden units; None = ``max(8, 3 D // 16)``.
-        crop_size: side of the zoomed scale-2 and -3 images; None = the input's size.
-        drop_rate: dropout before every classifier (0 = paper).
     """
 
-    def __init__(self, num_classes: int = 8, in_chans: int = 1, depth: int = 40, growth_rate: int = 12,
-                 bottleneck: bool = False, compression: float = 1.0, stem_kernel: int = 7, stem_stride: int = 2,
-                 max_pool: bool = True, share_backbone: bool = False, num_pose_bins: int = 5, pose: bool = True,
-                 scale_attention: bool = True, schedule: str = "alternate",
-                 phase_steps: Sequence[int] = (4, 1), side_range: Sequence[float] = (1 / 3, 1.0),
-                 init_side: float = 0.75, boxcar_k: float = 10.0, apn_grid: int = 4, apn_hidden: int = 128,
-                 sal_hidden: int | None = None, crop_size: int | None = None, drop_rate: float = 0.0) -> None:
+    def __init__(self, cfg: PhaNetConfig, num_classes: int = 8, in_chans: int = 1) -> None:
         super().__init__()
-        if schedule not in SCHEDULES:
-            raise ModelError(f"phanet schedule {schedule!r} is unknown; use one of {SCHEDULES}.")
-        steps = tuple(int(s) for s in phase_steps)
+        if cfg.schedule not in SCHEDULES:
+            raise ModelError(f"phanet schedule {cfg.schedule!r} is unknown; use one of {SCHEDULES}.")
+        steps = cfg.phase_steps
         if len(steps) != 2 or steps[0] < 1 or steps[1] < 1:
-            raise ModelError(f"phanet phase_steps {phase_steps!r} must be two positive step counts "
+            raise ModelError(f"phanet phase_steps {steps!r} must be two positive step counts "
                              "(classify steps, rank steps), e.g. [4, 1].")
-        if num_pose_bins < 0 or apn_grid < 1 or apn_hidden < 1 or boxcar_k <= 0:
-            raise ModelError(f"phanet needs num_pose_bins >= 0 (got {num_pose_bins}), apn_grid >= 1 ({apn_grid}), "
-                             f"apn_hidden >= 1 ({apn_hidden}) and boxcar_k > 0 ({boxcar_k}).")
-        if crop_size is not None and crop_size < 8:
-            raise ModelError(f"phanet crop_size {crop_size} is too small; use None (the input size) or >= 8.")
+        if cfg.num_pose_bins < 0 or cfg.apn_grid < 1 or cfg.apn_hidden < 1 or cfg.boxcar_k <= 0:
+            raise ModelError(f"phanet needs num_pose_bins >= 0 (got {cfg.num_pose_bins}), apn_grid >= 1 "
+                             f"({cfg.apn_grid}), apn_hidden >= 1 ({cfg.apn_hidden}) and boxcar_k > 0 "
+                             f"({cfg.boxcar_k}).")
+        if cfg.crop_size is not None and cfg.crop_size < 8:
+            raise ModelError(f"phanet crop_size {cfg.crop_size} is too small; use None (the input size) "
+                             "or >= 8.")
+        self.config = cfg
 
         def densenet() -> DenseNet:
-            return DenseNet(depth, growth_rate, in_chans, bottleneck, compression, stem_kernel, stem_stride, max_pool)
+            return DenseNet(cfg.depth, cfg.growth_rate, in_chans, cfg.bottleneck, cfg.compression,
+                            cfg.stem_kernel, cfg.stem_stride, cfg.max_pool)
 
-        self.backbones = nn.ModuleList([densenet()] if share_backbone else [densenet() for _ in range(NUM_SCALES)])
+        n_backbones = 1 if cfg.share_backbone else NUM_SCALES
+        self.backbones = nn.ModuleList(densenet() for _ in range(n_backbones))
         d = self.backbones[0].num_features
-        side = (float(side_range[0]), float(side_range[1]))
-        self.apns = nn.ModuleList(AttentionProposal(d, apn_grid, apn_hidden, side, init_side)
-                                  for _ in range(NUM_SCALES - 1))
-        self.drop = nn.Dropout(drop_rate)
+        self.apns = nn.ModuleList(
+            AttentionProposal(d, cfg.apn_grid, cfg.apn_hidden, cfg.side_range, cfg.init_side)
+            for _ in range(NUM_SCALES - 1))
+        self.drop = nn.Dropout(cfg.drop_rate)
         self.scale_heads = nn.ModuleList(nn.Linear(d, num_classes) for _ in range(NUM_SCALES))  # p(e|s), Eq. 2
-        hidden = sal_hidden or max(8, NUM_SCALES * d // 16)
+        hidden = cfg.sal_hidden or max(8, NUM_SCALES * d // 16)
         self.sal = (nn.Sequential(nn.Linear(NUM_SCALES * d, hidden), nn.ReLU(inplace=True),
-                                  nn.Linear(hidden, NUM_SCALES)) if scale_attention else None)
+                                  nn.Linear(hidden, NUM_SCALES)) if cfg.scale_attention else None)
         self.head = nn.Linear(NUM_SCALES * d, num_classes)  # expression softmax head (DCML)
-        self.num_pose_bins = num_pose_bins if pose else 0
+        self.num_pose_bins = cfg.num_pose_bins if cfg.pose else 0
         self.pose_head = nn.Linear(NUM_SCALES * d, self.num_pose_bins) if self.num_pose_bins else None
         self.lambda_layer = nn.Linear(NUM_SCALES * d, 1) if self.num_pose_bins else None  # Eq. 10
-        self.schedule, self.phase_steps = schedule, steps
-        self.boxcar_k, self.crop_size = float(boxcar_k), crop_size
+        self.schedule, self.phase_steps = cfg.schedule, steps
+        self.boxcar_k, self.crop_size = cfg.boxcar_k, cfg.crop_size
         self.num_features = NUM_SCALES * d
-        # training forward passes so far: drives the alternating schedule, saved with the weights
-        self.register_buffer("schedule_step", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------ schedule
-    def current_phase(self) -> str:
-        """The phase the next forward pass runs in: ``eval``, ``joint``, ``classify`` or ``rank``."""
-        if not self.training:
-            return "eval"
+    def training_schedule(self) -> TrainingSchedule:
+        """The phases of the training steps (item 11), from the ``schedule`` and ``phase_steps``
+        options: the training engine follows it and passes each step's phase to :meth:`forward`."""
         if self.schedule == "joint":
-            return "joint"
+            return TrainingSchedule(((Phase.JOINT, 1),))
         c, r = self.phase_steps
-        return "rank" if int(self.schedule_step) % (c + r) >= c else "classify"
+        return TrainingSchedule(((Phase.CLASSIFY, int(c)), (Phase.RANK, int(r))))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,  # type: ignore[no-untyped-def]
+                              unexpected_keys, error_msgs) -> None:
+        # checkpoints from before the schedule moved to the engine hold its step counter as a
+        # buffer; the engine's training state now keeps it, so the weights load without it
+        state_dict.pop(prefix + "schedule_step", None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     @staticmethod
     def _run(module: nn.Module, frozen: bool, *args: torch.Tensor) -> torch.Tensor:
@@ -327,16 +322,21 @@ class PhaNet(nn.Module):
         return functional_call(module, params, args)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor) -> ModelOutput:
-        """(B, in_chans, H, W) -> :class:`ModelOutput` (see the module docstring)."""
+    def forward(self, x: torch.Tensor, phase: Phase | None = None) -> ModelOutput:
+        """(B, in_chans, H, W) -> :class:`ModelOutput` (see the module docstring).
+
+        ``phase``: what this pass trains (item 11), as the training engine takes it from
+        :meth:`training_schedule`; None runs ``Phase.EVAL`` in eval mode, ``Phase.JOINT`` in
+        training mode.
+        """
         if x.ndim != 4:
             raise ModelError(f"phanet expects images (B, C, H, W), got a tensor of shape {tuple(x.shape)}.")
-        phase = self.current_phase()
-        if self.training:
-            with torch.no_grad():
-                self.schedule_step += 1
-        frozen = phase == "rank"  # only the APNs learn (item 11)
-        detach_boxes = phase == "classify"  # the APNs do not learn
+        if phase is None:
+            phase = Phase.JOINT if self.training else Phase.EVAL
+        elif not isinstance(phase, Phase):
+            raise ModelError(f"phanet phase must be a robustfer.models.schedule.Phase, got {phase!r}.")
+        frozen = phase is Phase.RANK  # only the APNs learn (item 11)
+        detach_boxes = phase is Phase.CLASSIFY  # the APNs do not learn
         b, _, h, w = x.shape
         out_hw = (self.crop_size, self.crop_size) if self.crop_size else (h, w)
         channels_last = x.is_contiguous(memory_format=torch.channels_last)
@@ -389,44 +389,62 @@ class PhaNet(nn.Module):
             attention_weights=c,
             pose_logits=pose_logits,
             boxes=torch.stack(boxes, 1),  # (B, 3, 4) input pixels
-            extras={"lambda": lam, "phase": torch.tensor(PHASES[phase], device=x.device)},
+            extras={"lambda": lam},
+            phase=phase,
         )
 
 
-# ---------------------------------------------------------------------- builders
-def _side(side_range: Sequence[float]) -> tuple[float, float]:
-    if len(side_range) != 2:
-        raise ModelError(f"phanet side_range {side_range!r} must be [low, high] fractions of the image side.")
-    return float(side_range[0]), float(side_range[1])
+# ---------------------------------------------------------------------- configuration and variants
+@dataclass(frozen=True)
+class PhaNetConfig(ModelConfig):
+    """Options of PhaNet (:class:`PhaNet`); the defaults are the paper's (``phanet_densenet40``).
+
+    Attributes:
+        depth, growth_rate, bottleneck, compression, stem_kernel, stem_stride, max_pool: the
+            DenseNet of each scale (paper: 40, 12, basic, 1.0, 7, -, -; docstring item 1).
+        share_backbone: one DenseNet for all scales (paper: one per scale; item 2).
+        num_pose_bins: P, classes of the pose head (FERPlus pose files: 5 yaw bins).
+        pose: the pose branch (DCML); False or ``num_pose_bins=0`` removes it.
+        scale_attention: SAL's c_i (Eq. 7); False sets them to 1.
+        schedule: ``"alternate"`` or ``"joint"`` (docstring item 11).
+        phase_steps: (classify steps, rank steps) of one alternation period.
+        side_range, init_side: APN square bounds and start (items 5, 6).
+        boxcar_k: sharpness of the boxcar mask per pixel (item 7).
+        apn_grid, apn_hidden: APN input grid and hidden units (items 3, 4).
+        sal_hidden: SAL hidden units; None = ``max(8, 3 D // 16)``.
+        crop_size: side of the zoomed scale-2 and -3 images; None = the input's size.
+        drop_rate: dropout before every classifier (0 = paper).
+    """
+
+    depth: int = 40
+    growth_rate: int = 12
+    bottleneck: bool = False
+    compression: float = 1.0
+    stem_kernel: int = 7
+    stem_stride: int = 2
+    max_pool: bool = True
+    share_backbone: bool = False
+    num_pose_bins: int = 5
+    pose: bool = True
+    scale_attention: bool = True
+    schedule: str = "alternate"
+    phase_steps: tuple[int, int] = (4, 1)
+    side_range: tuple[float, float] = (1 / 3, 1.0)
+    init_side: float = 0.75
+    boxcar_k: float = 10.0
+    apn_grid: int = 4
+    apn_hidden: int = 128
+    sal_hidden: int | None = None
+    crop_size: int | None = None
+    drop_rate: float = 0.0
 
 
-@register_model("phanet_densenet40")
-def phanet_densenet40(num_classes: int = 8, in_chans: int = 1, depth: int = 40, growth_rate: int = 12,
-                      bottleneck: bool = False, compression: float = 1.0, stem_kernel: int = 7,
-                      stem_stride: int = 2, max_pool: bool = True, share_backbone: bool = False,
-                      num_pose_bins: int = 5, pose: bool = True, scale_attention: bool = True,
-                      schedule: str = "alternate", phase_steps: Sequence[int] = (4, 1),
-                      side_range: Sequence[float] = (1 / 3, 1.0), init_side: float = 0.75,
-                      boxcar_k: float = 10.0, apn_grid: int = 4, apn_hidden: int = 128,
-                      sal_hidden: int | None = None, crop_size: int | None = None,
-                      drop_rate: float = 0.0) -> nn.Module:
-    """PhaNet (Liu et al., arXiv 1905.10059) on three DenseNet-40 (k = 12) scales, as in the paper."""
-    return PhaNet(num_classes, in_chans, depth, growth_rate, bottleneck, compression, stem_kernel, stem_stride,
-                  max_pool, share_backbone, num_pose_bins, pose, scale_attention, schedule, tuple(phase_steps),
-                  _side(side_range), init_side, boxcar_k, apn_grid, apn_hidden, sal_hidden, crop_size, drop_rate)
-
-
-@register_model("phanet_compact")
-def phanet_compact(num_classes: int = 8, in_chans: int = 1, depth: int = 13, growth_rate: int = 12,
-                   bottleneck: bool = False, compression: float = 1.0, stem_kernel: int = 7,
-                   stem_stride: int = 2, max_pool: bool = False, share_backbone: bool = False,
-                   num_pose_bins: int = 5, pose: bool = True, scale_attention: bool = True,
-                   schedule: str = "alternate", phase_steps: Sequence[int] = (4, 1),
-                   side_range: Sequence[float] = (0.5, 1.0), init_side: float = 0.75,
-                   boxcar_k: float = 10.0, apn_grid: int = 3, apn_hidden: int = 64,
-                   sal_hidden: int | None = None, crop_size: int | None = 32,
-                   drop_rate: float = 0.0) -> nn.Module:
-    """PhaNet on three small DenseNets (depth 13, k = 12) with 32 px zooms, for CPU runs on 48 px faces."""
-    return PhaNet(num_classes, in_chans, depth, growth_rate, bottleneck, compression, stem_kernel, stem_stride,
-                  max_pool, share_backbone, num_pose_bins, pose, scale_attention, schedule, tuple(phase_steps),
-                  _side(side_range), init_side, boxcar_k, apn_grid, apn_hidden, sal_hidden, crop_size, drop_rate)
+register_model(
+    "phanet_densenet40",
+    "PhaNet (Liu et al., arXiv 1905.10059) on three DenseNet-40 (k = 12) scales, as in the paper.",
+    config=PhaNetConfig())(PhaNet)
+register_model(
+    "phanet_compact",
+    "PhaNet on three small DenseNets (depth 13, k = 12) with 32 px zooms, for CPU runs on 48 px faces.",
+    config=PhaNetConfig(depth=13, max_pool=False, side_range=(0.5, 1.0), apn_grid=3, apn_hidden=64,
+                        crop_size=32))(PhaNet)

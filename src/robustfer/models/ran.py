@@ -47,7 +47,7 @@ Deviations from the official code, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -55,20 +55,21 @@ from torch import nn
 from robustfer.errors import ModelError
 from robustfer.layers.regions import RAN_FIXED_BOXES, check_boxes, crop_regions, landmark_boxes, random_boxes
 from robustfer.models._registry import register_model
-from robustfer.models.backbones import ResNet
-from robustfer.models.baselines import CompactCNN
+from robustfer.models.backbones import TrunkConfig, create_trunk
 from robustfer.models.output import ModelOutput
 
 REGION_MODES = ("fixed", "random", "landmarks")
 
 
-class RAN(nn.Module):
-    """Region Attention Network over a shared feature extractor.
+@dataclass(frozen=True)
+class RanConfig(TrunkConfig):
+    """Options of RAN: the shared trunk's (:class:`~robustfer.models.backbones.TrunkConfig`) and
+    the region attention's.
 
-    Args:
-        trunk: feature extractor, (B, C, H, W) -> (B, D, h, w) feature map.
-        feat_dim: D.
-        num_classes: expression classes.
+    Attributes:
+        backbone: the shared trunk, ``resnet18`` (the paper), ``resnet34``, ``resnet50`` or
+            ``compact_cnn`` (its stages with the last max-pool); fixed by the registered name.
+        width, stem_stride, stem_kernel, max_pool: the trunk (the stem knobs: ResNet only).
         regions: ``"fixed"``, ``"random"`` or ``"landmarks"`` (module docstring).
         boxes: fixed boxes as fractions ``(x0, y0, x1, y1)``; default the official seven.
         num_regions: number of random crops (``regions="random"``).
@@ -83,39 +84,47 @@ class RAN(nn.Module):
         drop_rate: dropout before the classifier (not in the paper; 0 by default).
     """
 
-    def __init__(
-        self,
-        trunk: nn.Module,
-        feat_dim: int,
-        num_classes: int,
-        regions: str = "fixed",
-        boxes: Sequence[Sequence[float]] | None = None,
-        num_regions: int = 5,
-        random_scale: tuple[float, float] = (0.7, 0.95),
-        random_seed: int = 0,
-        landmark_side: float = 0.4,
-        crop_size: int | None = None,
-        relation: bool = True,
-        softmax_weights: bool = False,
-        drop_rate: float = 0.0,
-    ) -> None:
+    regions: str = "fixed"
+    boxes: tuple[tuple[float, ...], ...] | None = None
+    num_regions: int = 5
+    random_scale: tuple[float, float] = (0.7, 0.95)
+    random_seed: int = 0
+    landmark_side: float = 0.4
+    crop_size: int | None = None
+    relation: bool = True
+    softmax_weights: bool = False
+    drop_rate: float = 0.0
+
+
+class RAN(nn.Module):
+    """Region Attention Network over a shared feature extractor.
+
+    Args:
+        cfg: the configuration (:class:`RanConfig`).
+        num_classes: expression classes.
+        in_chans: input channels.
+    """
+
+    def __init__(self, cfg: RanConfig, num_classes: int = 8, in_chans: int = 1) -> None:
         super().__init__()
-        if regions not in REGION_MODES:
-            raise ModelError(f"RAN regions={regions!r} is unknown; use one of {REGION_MODES}.")
-        self.trunk = trunk
+        self.config = cfg
+        self.trunk, feat_dim = create_trunk(cfg.backbone, in_chans, **cfg.trunk_kwargs())
+        if cfg.regions not in REGION_MODES:
+            raise ModelError(f"RAN regions={cfg.regions!r} is unknown; use one of {REGION_MODES}.")
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.regions = regions
-        self.random_scale = (float(random_scale[0]), float(random_scale[1]))
-        self.landmark_side = float(landmark_side)
-        self.crop_size = crop_size
-        self.relation = relation
-        self.softmax_weights = softmax_weights
+        self.regions = cfg.regions
+        self.random_scale = cfg.random_scale
+        self.landmark_side = cfg.landmark_side
+        self.crop_size = cfg.crop_size
+        self.relation = cfg.relation
+        self.softmax_weights = cfg.softmax_weights
+        boxes = cfg.boxes
         fixed = torch.tensor(RAN_FIXED_BOXES if boxes is None else [list(b) for b in boxes], dtype=torch.float32)
-        if regions == "random":
-            if num_regions < 1:
-                raise ModelError(f"RAN num_regions={num_regions}: need at least one random crop.")
-            g = torch.Generator().manual_seed(random_seed)
-            fixed = random_boxes(1, num_regions, self.random_scale, generator=g)[0]
+        if cfg.regions == "random":
+            if cfg.num_regions < 1:
+                raise ModelError(f"RAN num_regions={cfg.num_regions}: need at least one random crop.")
+            g = torch.Generator().manual_seed(cfg.random_seed)
+            fixed = random_boxes(1, cfg.num_regions, self.random_scale, generator=g)[0]
         if fixed.ndim != 2 or fixed.shape[1] != 4 or len(fixed) < 1:
             raise ModelError(f"RAN boxes must be a non-empty list of (x0, y0, x1, y1) fractions, got {boxes!r}.")
         check_boxes(fixed)
@@ -123,10 +132,10 @@ class RAN(nn.Module):
         self.register_buffer("fixed_boxes", fixed)
         self.num_regions = len(fixed)
         self.alpha = nn.Linear(feat_dim, 1)  # q^0 of Eq. 1
-        self.beta = nn.Linear(2 * feat_dim, 1) if relation else None  # q^1 of Eq. 3
-        self.drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(2 * feat_dim if relation else feat_dim, num_classes)
-        self.num_features = 2 * feat_dim if relation else feat_dim
+        self.beta = nn.Linear(2 * feat_dim, 1) if cfg.relation else None  # q^1 of Eq. 3
+        self.drop = nn.Dropout(cfg.drop_rate)
+        self.head = nn.Linear(2 * feat_dim if cfg.relation else feat_dim, num_classes)
+        self.num_features = 2 * feat_dim if cfg.relation else feat_dim
 
     def region_boxes(self, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
         """The crops' boxes for this batch, (B, K, 4) fractions."""
@@ -187,61 +196,16 @@ class RAN(nn.Module):
                            boxes=torch.cat([whole, boxes], 1) * scale, extras=extras)
 
 
-# ------------------------------------------------------------------------------ builders
-def _trunk(backbone: str, in_chans: int, width: float, stem_stride: int, stem_kernel: int,
-           max_pool: bool) -> tuple[nn.Module, int]:
-    if backbone in ("resnet18", "resnet34", "resnet50"):
-        net = ResNet(int(backbone[6:]), in_chans, width, stem_stride, stem_kernel, max_pool)
-        return net, net.num_features
-    if backbone == "compact_cnn":
-        widths = tuple(max(8, int(round(ch * width))) for ch in (32, 64, 128, 256))
-        cnn = CompactCNN(1, in_chans, widths, (1, 2, 2, 2), 0.0)
-        return cnn.features, cnn.num_features
-    raise ModelError(f"RAN backbone {backbone!r} is unknown; use resnet18, resnet34, resnet50 or compact_cnn.")
-
-
-def _ran(backbone: str, num_classes: int, in_chans: int, width: float, stem_stride: int, stem_kernel: int,
-         max_pool: bool, **options: object) -> RAN:
-    trunk, dim = _trunk(backbone, in_chans, width, stem_stride, stem_kernel, max_pool)
-    return RAN(trunk, dim, num_classes, **options)  # type: ignore[arg-type]
-
-
-@register_model("ran_resnet18")
-def ran_resnet18(num_classes: int = 8, in_chans: int = 1, width: float = 1.0, stem_stride: int = 2,
-                 stem_kernel: int = 7, max_pool: bool = True, regions: str = "fixed",
-                 boxes: list[list[float]] | None = None, num_regions: int = 5,
-                 random_scale: tuple[float, float] = (0.7, 0.95), random_seed: int = 0,
-                 landmark_side: float = 0.4, crop_size: int | None = None, relation: bool = True,
-                 softmax_weights: bool = False, drop_rate: float = 0.0) -> nn.Module:
-    """RAN on ResNet-18 (Wang et al., TIP 2020), the paper's main configuration."""
-    return _ran("resnet18", num_classes, in_chans, width, stem_stride, stem_kernel, max_pool,
-                regions=regions, boxes=boxes, num_regions=num_regions, random_scale=tuple(random_scale),
-                random_seed=random_seed, landmark_side=landmark_side, crop_size=crop_size,
-                relation=relation, softmax_weights=softmax_weights, drop_rate=drop_rate)
-
-
-@register_model("ran_resnet50")
-def ran_resnet50(num_classes: int = 8, in_chans: int = 1, width: float = 1.0, stem_stride: int = 2,
-                 stem_kernel: int = 7, max_pool: bool = True, regions: str = "fixed",
-                 boxes: list[list[float]] | None = None, num_regions: int = 5,
-                 random_scale: tuple[float, float] = (0.7, 0.95), random_seed: int = 0,
-                 landmark_side: float = 0.4, crop_size: int | None = None, relation: bool = True,
-                 softmax_weights: bool = False, drop_rate: float = 0.0) -> nn.Module:
-    """RAN on ResNet-50 (Wang et al., TIP 2020)."""
-    return _ran("resnet50", num_classes, in_chans, width, stem_stride, stem_kernel, max_pool,
-                regions=regions, boxes=boxes, num_regions=num_regions, random_scale=tuple(random_scale),
-                random_seed=random_seed, landmark_side=landmark_side, crop_size=crop_size,
-                relation=relation, softmax_weights=softmax_weights, drop_rate=drop_rate)
-
-
-@register_model("ran_compact_cnn")
-def ran_compact_cnn(num_classes: int = 8, in_chans: int = 1, width: float = 1.0, regions: str = "fixed",
-                    boxes: list[list[float]] | None = None, num_regions: int = 5,
-                    random_scale: tuple[float, float] = (0.7, 0.95), random_seed: int = 0,
-                    landmark_side: float = 0.4, crop_size: int | None = None, relation: bool = True,
-                    softmax_weights: bool = False, drop_rate: float = 0.0) -> nn.Module:
-    """RAN on the compact CNN trunk, for CPU-scale training on 48 px faces."""
-    return _ran("compact_cnn", num_classes, in_chans, width, 2, 7, True,
-                regions=regions, boxes=boxes, num_regions=num_regions, random_scale=tuple(random_scale),
-                random_seed=random_seed, landmark_side=landmark_side, crop_size=crop_size,
-                relation=relation, softmax_weights=softmax_weights, drop_rate=drop_rate)
+# ------------------------------------------------------------------------------ registered variants
+register_model(
+    "ran_resnet18",
+    "RAN on ResNet-18 (Wang et al., TIP 2020), the paper's main configuration.",
+    config=RanConfig(backbone="resnet18"))(RAN)
+register_model(
+    "ran_resnet50",
+    "RAN on ResNet-50 (Wang et al., TIP 2020).",
+    config=RanConfig(backbone="resnet50"))(RAN)
+register_model(
+    "ran_compact_cnn",
+    "RAN on the compact CNN trunk, for CPU-scale training on 48 px faces.",
+    config=RanConfig(backbone="compact_cnn"))(RAN)

@@ -94,7 +94,7 @@ from torch import nn
 from robustfer.errors import ModelError
 from robustfer.layers.attention import ECA, SpatioChannelAttention
 from robustfer.models._registry import register_model
-from robustfer.models.backbones import ResNet
+from robustfer.models.backbones import ResNet, TrunkConfig, create_trunk
 from robustfer.models.output import ModelOutput
 
 
@@ -188,13 +188,14 @@ def region_means(x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- the model
-class ScanCci(nn.Module):
-    """SCAN-CCI on a ResNet trunk cut after layer3 (see the module docstring).
+@dataclass(frozen=True)
+class ScanCciConfig(TrunkConfig):
+    """Options of SCAN-CCI: the ResNet trunk's (:class:`~robustfer.models.backbones.TrunkConfig`)
+    and the attention and context branches'.
 
-    Args:
-        num_classes: K expression classes.
-        in_chans: input channels.
-        depth: trunk depth, 18, 34 or 50 (paper: 50).
+    Attributes:
+        backbone: the trunk, ``resnet50`` (paper), ``resnet34`` or ``resnet18``, cut after
+            layer3; fixed by the registered name.
         width: multiplier on the trunk's channels (1.0 = paper).
         stem_stride, stem_kernel, max_pool: trunk stem (2, 7, True = paper).
         shared_scan: one SCAN shared by the local patches (official RAF-DB script) or one per
@@ -206,33 +207,53 @@ class ScanCci(nn.Module):
         drop_rate: dropout before the last linear layer of every head (official: none).
     """
 
-    def __init__(self, num_classes: int = 8, in_chans: int = 1, depth: int = 50, width: float = 1.0,
-                 stem_stride: int = 2, stem_kernel: int = 7, max_pool: bool = True,
-                 shared_scan: bool = True, grid: int = 5, cci_grid: int = 2,
-                 hidden: int | None = None, drop_rate: float = 0.0) -> None:
+    backbone: str = "resnet50"
+    shared_scan: bool = True
+    grid: int = 5
+    cci_grid: int = 2
+    hidden: int | None = None
+    drop_rate: float = 0.0
+
+
+class ScanCci(nn.Module):
+    """SCAN-CCI on a ResNet trunk cut after layer3 (see the module docstring).
+
+    Args:
+        cfg: the configuration (:class:`ScanCciConfig`).
+        num_classes: K expression classes.
+        in_chans: input channels.
+    """
+
+    def __init__(self, cfg: ScanCciConfig, num_classes: int = 8, in_chans: int = 1) -> None:
         super().__init__()
-        for name, v in (("grid", grid), ("cci_grid", cci_grid)):
-            if not isinstance(v, int) or v < 1:
+        for name, v in (("grid", cfg.grid), ("cci_grid", cfg.cci_grid)):
+            if v < 1:
                 raise ModelError(f"scan_cci option {name}={v!r} must be a positive integer "
                                  f"(paper: grid=5, cci_grid=2).")
-        if hidden is not None and hidden < 1:
-            raise ModelError(f"scan_cci option hidden={hidden!r} must be a positive integer or None.")
-        self.backbone = ResNet(depth, in_chans, width, stem_stride, stem_kernel, max_pool, num_stages=3)
+        if cfg.hidden is not None and cfg.hidden < 1:
+            raise ModelError(f"scan_cci option hidden={cfg.hidden!r} must be a positive integer or None.")
+        if not cfg.backbone.startswith("resnet"):
+            raise ModelError(f"scan_cci needs a ResNet trunk (layer2 and layer3 maps), got backbone "
+                             f"{cfg.backbone!r}; use resnet18, resnet34 or resnet50.")
+        self.config = cfg
+        backbone, _ = create_trunk(cfg.backbone, in_chans, **cfg.trunk_kwargs(), num_stages=3)
+        assert isinstance(backbone, ResNet)
+        self.backbone = backbone
         c2, c3 = self.backbone.stage_channels[1], self.backbone.stage_channels[2]
-        self.grid, self.cci_grid, self.shared_scan = grid, cci_grid, shared_scan
-        self.stem_stride, self.stem_kernel, self.max_pool = stem_stride, stem_kernel, max_pool
-        n_patches, n_regions = grid * grid, cci_grid * cci_grid
-        hidden = hidden or max(1, c3 // 4)
+        self.grid, self.cci_grid, self.shared_scan = cfg.grid, cfg.cci_grid, cfg.shared_scan
+        self.stem_stride, self.stem_kernel, self.max_pool = cfg.stem_stride, cfg.stem_kernel, cfg.max_pool
+        n_patches, n_regions = cfg.grid * cfg.grid, cfg.cci_grid * cfg.cci_grid
+        hidden = cfg.hidden or max(1, c3 // 4)
 
         # attention branch
-        self.local_scan = SpatioChannelAttention(c2, groups=1 if shared_scan else n_patches)
+        self.local_scan = SpatioChannelAttention(c2, groups=1 if cfg.shared_scan else n_patches)
         self.global_scan = SpatioChannelAttention(c2)
-        self.drop = nn.Dropout(drop_rate)
+        self.drop = nn.Dropout(cfg.drop_rate)
         self.fc = nn.Linear(2 * c2, num_classes)
         # CCI branch
         self.eca = ECA(c3)
         self.region_heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(c3, hidden), nn.ReLU(inplace=True), nn.Dropout(drop_rate),
+            nn.Sequential(nn.Linear(c3, hidden), nn.ReLU(inplace=True), nn.Dropout(cfg.drop_rate),
                           nn.Linear(hidden, num_classes))
             for _ in range(n_regions)
         )
@@ -328,20 +349,12 @@ class ScanCci(nn.Module):
         )
 
 
-# ---------------------------------------------------------------------- builders
-@register_model("scan_cci_resnet50")
-def scan_cci_resnet50(num_classes: int = 8, in_chans: int = 1, width: float = 1.0, stem_stride: int = 2,
-                      stem_kernel: int = 7, max_pool: bool = True, shared_scan: bool = True, grid: int = 5,
-                      cci_grid: int = 2, hidden: int | None = None, drop_rate: float = 0.0) -> nn.Module:
-    """SCAN-CCI (Gera & Balasubramanian, PRL 2021) on ResNet-50 up to layer3, as in the paper."""
-    return ScanCci(num_classes, in_chans, 50, width, stem_stride, stem_kernel, max_pool, shared_scan,
-                   grid, cci_grid, hidden, drop_rate)
-
-
-@register_model("scan_cci_resnet18")
-def scan_cci_resnet18(num_classes: int = 8, in_chans: int = 1, width: float = 1.0, stem_stride: int = 2,
-                      stem_kernel: int = 7, max_pool: bool = True, shared_scan: bool = True, grid: int = 5,
-                      cci_grid: int = 2, hidden: int | None = None, drop_rate: float = 0.0) -> nn.Module:
-    """SCAN-CCI heads on ResNet-18 up to layer3 (layer2 128, layer3 256 channels), for CPU runs."""
-    return ScanCci(num_classes, in_chans, 18, width, stem_stride, stem_kernel, max_pool, shared_scan,
-                   grid, cci_grid, hidden, drop_rate)
+# ---------------------------------------------------------------------- registered variants
+register_model(
+    "scan_cci_resnet50",
+    "SCAN-CCI (Gera & Balasubramanian, PRL 2021) on ResNet-50 up to layer3, as in the paper.",
+    config=ScanCciConfig(backbone="resnet50"))(ScanCci)
+register_model(
+    "scan_cci_resnet18",
+    "SCAN-CCI heads on ResNet-18 up to layer3 (layer2 128, layer3 256 channels), for CPU runs.",
+    config=ScanCciConfig(backbone="resnet18"))(ScanCci)

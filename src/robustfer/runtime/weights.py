@@ -1,0 +1,24 @@
+"""Models shipped inside the package: ``Recognizer.from_pretrained(name)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from robustfer.errors import ConfigError
+
+#: Pretrained models shipped inside the package: name -> file in robustfer/weights/. Each has its
+#: float32 ONNX export (``.onnx``) and int8 file (``.int8.onnx``) beside it (see MODEL_CARD.md).
+PRETRAINED = {"default": "ferplus_compact_cnn.safetensors"}
+
+
+def pretrained_path(name: str) -> Path:
+    """The ``.safetensors`` file of a shipped pretrained model."""
+    from importlib.resources import files
+
+    if name not in PRETRAINED:
+        raise ConfigError(f"unknown pretrained model {name!r}; shipped: {sorted(PRETRAINED)}, "
+                          "or pass the path of a best.safetensors.")
+    p = Path(str(files("robustfer") / "weights" / PRETRAINED[name]))
+    if not p.is_file():
+        raise ConfigError(f"the shipped model file {p} is missing; reinstall robustfer.")
+    return p
