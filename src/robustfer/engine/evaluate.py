@@ -1,7 +1,7 @@
 """Evaluation: metrics per dataset/subset, per pose bin, and under synthetic occluders.
 
-:func:`evaluate_checkpoint` is what ``robustfer evaluate`` and the end of ``robustfer train``
-run. It writes ``report.json`` (every number, with the command and checkpoint that produced
+:func:`evaluate_checkpoint` is what ``robustfer evaluate`` runs; the end of ``robustfer train``
+calls :func:`evaluate_datasets` and :func:`write_report` on the best checkpoint. They write ``report.json`` (every number, with the command and checkpoint that produced
 it) and PNG plots (confusion matrix of the first dataset, accuracy vs occlusion).
 """
 
