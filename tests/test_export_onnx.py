@@ -31,7 +31,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("onnx")
     ckpt = d / "model.safetensors"
     ckpt.write_bytes(pretrained_path("default").read_bytes())
-    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx"]) == 0
+    assert main(["export", "--checkpoint", str(ckpt)]) == 0
     assert (d / "model.onnx").is_file()
     return d / "model.onnx"
 

@@ -246,7 +246,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch)")
     x.add_argument("--checkpoint", required=True, help="best.safetensors (or a run folder)")
-    x.add_argument("--format", default="onnx", choices=["onnx"])
     x.add_argument("--out", help="output file (default: next to the checkpoint, .onnx)")
     x.add_argument("--opset", type=int, default=18)
     x.add_argument("--int8", action="store_true",

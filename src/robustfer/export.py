@@ -1,6 +1,6 @@
 """ONNX export of any robustfer checkpoint, and int8 quantisation of the exported file.
 
-``robustfer export --checkpoint RUN/best.safetensors --format onnx`` writes ``RUN/best.onnx``:
+``robustfer export --checkpoint RUN/best.safetensors`` writes ``RUN/best.onnx``:
 input ``input`` (N, C, S, S) float32 normalised as the checkpoint's preprocessing says, with a
 dynamic batch dimension; outputs ``logits`` (N, K) and, for models with spatial attention,
 ``attention_maps``. The checkpoint's metadata (model, class names, preprocessing) is copied

@@ -773,7 +773,8 @@ def register_ran_subsets() -> list[str]:
 
 
 def describe_ran_lists(lists_root: Path | str | None = None) -> list[dict[str, Any]]:
-    """Counts of every RAN list, for ``robustfer datasets``.
+    """Counts of every RAN list file as found on disk (a check of the list files themselves;
+    ``tests/test_subsets.py`` pins them).
 
     Args:
         lists_root: the ``ran_lists`` folder; found as in :func:`find_lists_root` when None.

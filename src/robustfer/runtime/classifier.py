@@ -123,7 +123,7 @@ class OnnxClassifier:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"ONNX model {path} does not exist; create it with "
-                              "`robustfer export --checkpoint CKPT --format onnx`.")
+                              "`robustfer export --checkpoint CKPT`.")
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
@@ -288,9 +288,9 @@ def load_classifier(path: str | Path, backend: str = "auto", onnx_path: str | Pa
     if onnx_path is None:
         onnx_path = path.with_suffix(".onnx" if backend == "onnx" else ".int8.onnx")
         if not onnx_path.is_file():
-            how = "--int8 --calibration ferplus:train" if backend == "onnx-int8" else "--format onnx"
+            how = " --int8 --calibration ferplus:train" if backend == "onnx-int8" else ""
             raise ConfigError(f"no {'int8 ' if backend == 'onnx-int8' else ''}ONNX model {onnx_path}; "
-                              f"make it with `robustfer export --checkpoint {path} {how}`.")
+                              f"make it with `robustfer export --checkpoint {path}{how}`.")
     onnx_path = Path(onnx_path)
     meta = (CheckpointMeta.from_strings(OnnxClassifier(onnx_path).metadata(), onnx_path)
             if onnx_path == path else read_meta(path))
