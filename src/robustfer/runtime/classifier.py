@@ -220,10 +220,10 @@ def check_int8(int8: OnnxClassifier, preprocess: Any, reference: str | Path | No
 
 
 def guarded_int8(path: str | Path, preprocess: Any, threads: int | None = None,
-                 check: bool = True) -> OnnxClassifier:
-    """Open an int8 ONNX file; with ``check``, fall back to float32 (with a warning) when it
-    disagrees with its float32 sibling on this CPU (:func:`check_int8`)."""
-    clf = OnnxClassifier(path, threads=threads)
+                 check: bool = True, opened: OnnxClassifier | None = None) -> OnnxClassifier:
+    """Open an int8 ONNX file (or take it ``opened``); with ``check``, fall back to float32 (with
+    a warning) when it disagrees with its float32 sibling on this CPU (:func:`check_int8`)."""
+    clf = opened if opened is not None else OnnxClassifier(path, threads=threads)
     if not check:
         return clf
     res = check_int8(clf, preprocess)
@@ -292,10 +292,9 @@ def load_classifier(path: str | Path, backend: str = "auto", onnx_path: str | Pa
             raise ConfigError(f"no {'int8 ' if backend == 'onnx-int8' else ''}ONNX model {onnx_path}; "
                               f"make it with `robustfer export --checkpoint {path}{how}`.")
     onnx_path = Path(onnx_path)
-    meta = (CheckpointMeta.from_strings(OnnxClassifier(onnx_path).metadata(), onnx_path)
-            if onnx_path == path else read_meta(path))
+    clf: Any = OnnxClassifier(onnx_path, threads=threads)
+    # the .onnx alone carries the metadata; beside a checkpoint, the checkpoint's is used
+    meta = CheckpointMeta.from_strings(clf.metadata(), onnx_path) if onnx_path == path else read_meta(path)
     if backend == "onnx-int8":
-        clf: Any = guarded_int8(onnx_path, meta.preprocess, threads, check=check_int8_model)
-    else:
-        clf = OnnxClassifier(onnx_path, threads=threads)
+        clf = guarded_int8(onnx_path, meta.preprocess, threads, check=check_int8_model, opened=clf)
     return clf, meta
