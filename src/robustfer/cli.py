@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", help="output file (default: next to the checkpoint, .onnx)")
     x.add_argument("--opset", type=int, default=18)
     x.add_argument("--int8", action="store_true",
-                   help="also write NAME.int8.onnx, statically quantised (about 3x faster on CPU)")
+                   help="also write NAME.int8.onnx, statically quantised (2-3x faster on CPU)")
     x.add_argument("--calibration", help="int8 calibration images: a dataset spec of training "
                    "images (ferplus:train) or a folder of face crops")
     x.add_argument("--calibration-size", type=int, default=1024, help="crops drawn for calibration")

@@ -9,9 +9,10 @@ into the ONNX file's ``metadata_props``, so the ``.onnx`` file alone is enough f
 
 ``robustfer export ... --int8 --calibration ferplus:train`` also writes ``RUN/best.int8.onnx``:
 the same graph with int8 weights and activations (ONNX Runtime static quantisation, QDQ format,
-per-channel weights), calibrated on real face crops. On CPUs with VNNI it runs about three times
-faster than float32 (``benchmarks/inference_speed.py``); it is not bit-identical, so measure its
-accuracy (``robustfer evaluate --checkpoint best.int8.onnx``) before you ship it.
+per-channel 7-bit weights, safe on every x86 CPU: see :func:`quantize_onnx`), calibrated on
+real face crops. It classifies two to three times faster than float32 at batch 64
+(``benchmarks/inference_speed.py``); it is not bit-identical to float32, so measure its accuracy
+(``robustfer evaluate --checkpoint best.int8.onnx``) before you ship it.
 
 This module only writes files; running them is :mod:`robustfer.runtime.classifier`'s job.
 Needs the training install, ``pip install 'robustfer[train]'`` (torch, onnx, onnxscript for
