@@ -41,7 +41,8 @@ def test_photo_gives_one_face_with_probabilities(rec: Recognizer) -> None:
     assert sum(f.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert f.expression == max(f.probabilities, key=f.probabilities.get)
     assert f.confidence == f.probabilities[f.expression]
-    assert f.pose.yaw_bin_name == "frontal" and f.crop == "box"
+    assert f.pose.yaw_bin_name == "frontal" and f.crop == "aligned" and f.pose.method == "face-mesh"
+    assert f.landmarks is not None and np.isfinite(f.landmarks).all() and abs(f.pose.yaw) < 20
     d = f.to_dict()
     json.dumps(d)
     assert set(d) >= {"box", "score", "expression", "probabilities", "pose"}
@@ -119,13 +120,19 @@ def test_from_checkpoint_path_matches_default(rec: Recognizer) -> None:
 
 
 def test_profile_photo_is_found_and_its_turn_named(rec: Recognizer) -> None:
-    # camera.png: the photographer faces the image's right, i.e. he is turned to his left;
-    # only the profile pass on the mirrored image finds him.
+    # camera.png: the photographer faces the image's right, i.e. he is turned to his left
+    # (yaw < 0). The default detector measures the turn from its face mesh.
     faces = rec.predict(SAMPLES / "camera.png")
     assert len(faces) == 1
-    assert faces[0].pose.yaw_bin_name == "full_left" and faces[0].pose.yaw is None
+    pose = faces[0].pose
+    assert pose.method == "face-mesh" and pose.yaw < -30 and pose.yaw_bin_name in ("half_left", "full_left")
+    # Haar: only the profile pass on the mirrored image finds him, giving a bin but no angles.
     from robustfer.inference import HaarDetector
 
+    haar = Recognizer.from_pretrained("default", detector="haar")
+    faces = haar.predict(SAMPLES / "camera.png")
+    assert len(faces) == 1
+    assert faces[0].pose.yaw_bin_name == "full_left" and faces[0].pose.yaw is None
     frontal_only = Recognizer.from_pretrained("default", detector=HaarDetector(profile="never"))
     assert frontal_only.predict(SAMPLES / "camera.png") == []
 

@@ -219,10 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     def model_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("--model", default="default",
                        help="'default' (shipped) or a best.safetensors / .onnx path")
-        q.add_argument("--detector", default="haar",
-                       help="haar (default: profile cascades only when no frontal face is found), "
-                            "haar:always (also a turned face beside a frontal one; ~3x slower), dlib, "
-                            "or yunet:MODEL.onnx")
+        q.add_argument("--detector", default="blazeface",
+                       help="blazeface (default: CNN detector + face mesh: landmarks and yaw/pitch/roll), "
+                            "blazeface:thorough (also small faces; ~4x slower), blazeface:fast, haar, "
+                            "haar:always, dlib, or yunet:MODEL.onnx")
         q.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
                        help="auto (default): PyTorch when installed, else ONNX Runtime; onnx-int8: the "
                             "int8 model beside the weights (fastest on CPU, checked against float32 "
@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("dataset", help="dataset spec, e.g. ferplus:train")
     ap.add_argument("--out", required=True, help="CSV to write (id,yaw,pitch,roll,yaw_bin,method)")
     ap.add_argument("--data-root", help="folder holding the dataset folders")
-    ap.add_argument("--detector", default="dlib", help="dlib (landmarks; default) or haar (coarse bins)")
+    ap.add_argument("--detector", default="blazeface",
+                    help="blazeface (face mesh pose; default), dlib (5 landmarks) or haar (coarse bins)")
     ap.add_argument("--upscale", type=int, default=4, help="upscale small crops this much before detection")
     ap.add_argument("--no-progress", action="store_true")
     ap.set_defaults(fn=_cmd_annotate_pose)
@@ -281,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", required=True, help="best.safetensors (or a run folder)")
     ex.add_argument("--out", default=".", help="folder for the PNGs (default: here); one per face")
     ex.add_argument("--no-detect", action="store_true", help="inputs are face crops: explain whole images")
-    ex.add_argument("--detector", default="haar", help="haar (default), haar:always, dlib, or yunet:MODEL.onnx")
+    ex.add_argument("--detector", default="blazeface",
+                    help="blazeface (default), blazeface:thorough, haar, haar:always, dlib, or yunet:MODEL.onnx")
     ex.set_defaults(fn=_cmd_explain)
 
     pl = sub.add_parser("plot", help="plot metrics.csv columns over epochs (losses, accuracies, ...)")

@@ -299,7 +299,7 @@ def render(e: Explanation, path: str | Path) -> Path:
 
 
 def explain(images: Sequence[str | Path], checkpoint: str | Path, out_dir: str | Path = ".",
-            detect: bool = True, detector: str = "haar") -> tuple[list[Path], list[str]]:
+            detect: bool = True, detector: str = "blazeface") -> tuple[list[Path], list[str]]:
     """Write one explanation PNG per face of each image into ``out_dir``.
 
     Returns:

@@ -77,7 +77,7 @@ class ResultWriter:
         if self.kind is None:
             raise ConfigError(f"--output {self.path}: use a .jsonl or .csv file name.")
         self.done_path = self.path.with_name(self.path.name + ".done")
-        self.columns = ["source", "frame", "time_s", "face", "x1", "y1", "x2", "y2", "score",
+        self.columns = ["source", "frame", "time_s", "face", "track", "x1", "y1", "x2", "y2", "score",
                         "expression", "confidence", "yaw", "pitch", "roll", "yaw_bin", "crop",
                         *[f"p_{c}" for c in class_names], "error"]
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -298,18 +298,33 @@ class YuNetDetector:
         return nms(dets)
 
 
-DETECTORS = {"haar": HaarDetector, "dlib": DlibDetector}
+def _blazeface(**kwargs: object) -> FaceDetector:
+    from robustfer.inference.blazeface import BlazeFaceDetector
+
+    return BlazeFaceDetector(**kwargs)  # type: ignore[arg-type]
 
 
-def create_detector(name: str | FaceDetector = "haar", **kwargs: object) -> FaceDetector:
-    """A detector by name (``"haar"``, ``"dlib"``), ``haar:always|auto|never`` (the Haar
-    profile mode), or ``yunet:PATH``; objects pass through."""
+DETECTORS = {"blazeface": _blazeface, "haar": HaarDetector, "dlib": DlibDetector}
+#: The detector used when none is named.
+DEFAULT_DETECTOR = "blazeface"
+
+
+def create_detector(name: str | FaceDetector = DEFAULT_DETECTOR, **kwargs: object) -> FaceDetector:
+    """A detector by name (``"blazeface"``, the default; ``"haar"``, ``"dlib"``),
+    ``haar:always|auto|never`` (the Haar profile mode), or ``yunet:PATH``; objects pass through."""
     if not isinstance(name, str):
         if not callable(getattr(name, "detect", None)):
             raise ConfigError(f"detector {name!r} has no detect(image) method; see robustfer.inference.FaceDetector.")
         return name
     if name.startswith("yunet:"):
         return YuNetDetector(name.split(":", 1)[1], **kwargs)  # type: ignore[arg-type]
+    if name.startswith("blazeface:"):
+        mode = name.split(":", 1)[1]
+        levels = {"fast": 0, "default": 1, "thorough": 2}.get(mode)
+        if levels is None:
+            raise ConfigError(f"detector {name!r}: the BlazeFace mode must be fast, default or thorough "
+                              "(e.g. 'blazeface:thorough').")
+        return _blazeface(levels=levels, **kwargs)
     if name.startswith("haar:"):
         mode = name.split(":", 1)[1]
         if mode not in ("always", "auto", "never"):
@@ -318,5 +333,5 @@ def create_detector(name: str | FaceDetector = "haar", **kwargs: object) -> Face
         return HaarDetector(profile=mode, **kwargs)  # type: ignore[arg-type]
     if name not in DETECTORS:
         raise ConfigError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}, "
-                          "'haar:always', or 'yunet:/path/to/face_detection_yunet.onnx'.")
+                          "'blazeface:thorough', 'haar:always', or 'yunet:/path/to/face_detection_yunet.onnx'.")
     return DETECTORS[name](**kwargs)  # type: ignore[arg-type]

@@ -220,3 +220,45 @@ def iter_video(path: str | Path, stride: int = 1, max_pixels: int = MAX_IMAGE_PI
             raise ImageError(f"{path} has no decodable frames; the video is empty or corrupt.")
     finally:
         cap.release()
+
+
+def open_stream(source: int | str, stride: int = 1, max_pixels: int = MAX_IMAGE_PIXELS,
+                max_frames: int | None = None) -> Iterator[Frame]:
+    """Frames of a live source: a camera index (``0``, or ``"0"``) or anything OpenCV's
+    ``VideoCapture`` opens (an ``rtsp://`` / ``http://`` URL, a device path, a video file).
+
+    Frame times are seconds since the stream was opened. The stream ends when the source does,
+    after ``max_frames`` frames, or when the caller stops iterating (Ctrl-C included); the
+    capture is released in every case.
+
+    Raises:
+        ImageError: the source cannot be opened.
+    """
+    import time
+
+    import cv2
+
+    if stride < 1:
+        raise ImageError(f"frame stride must be >= 1, got {stride}.")
+    src: int | str = int(source) if isinstance(source, int) or str(source).isdigit() else str(source)
+    cap = cv2.VideoCapture(src)
+    try:
+        if not cap.isOpened():
+            what = f"camera {src}" if isinstance(src, int) else f"stream {src}"
+            raise ImageError(f"cannot open {what}; check that it exists and is not in use "
+                             "(cameras are numbered from 0; URLs need a reachable server).")
+        t0 = time.monotonic()
+        i = n = 0
+        while max_frames is None or n < max_frames:
+            ok = cap.grab()
+            if not ok:
+                break
+            if i % stride == 0:
+                ok, frame = cap.retrieve()
+                if ok and frame is not None:
+                    n += 1
+                    yield Frame(i, time.monotonic() - t0,
+                                array_to_rgb(frame, f"{src} frame {i}", bgr=True, max_pixels=max_pixels))
+            i += 1
+    finally:
+        cap.release()

