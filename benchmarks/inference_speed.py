@@ -6,7 +6,8 @@ Measures (medians over repeated runs, after warm-up):
    model, ``ferplus_compact_cnn.int8.onnx``) and with PyTorch;
 2. batched classification throughput (faces/s), batch 64, the same three ways;
 3. the whole pipeline -- decode-free ``Recognizer.predict`` on a 640x480 RGB photo with one face
-   (detect + crop/align + pose + classify) -- for each Haar ``profile`` mode and backend.
+   (detect + face mesh + align + pose + classify) -- for the default detector with each backend,
+   and for its fast and thorough modes and Haar with the int8 model.
 
 Each figure is measured in every one of ``--rounds`` interleaved rounds; the table gives the
 median of the round medians and their range (on a shared virtual machine the same call can
@@ -97,17 +98,18 @@ def main() -> None:
             ("batch 64, PyTorch (faces/s)", lambda: torch_run(x64), max(30, a.repeats // 5), True),
         ]
         n = max(30, a.repeats // 2)
-        for mode in ("auto", "always", "never"):
-            for backend in ("onnx-int8", "onnx", "torch") if mode == "auto" else ("onnx-int8",):
+        detectors = [("blazeface", "blazeface (default)"), ("blazeface:fast", "blazeface:fast"),
+                     ("blazeface:thorough", "blazeface:thorough"), (HaarDetector(profile="auto"), "haar")]
+        for spec, label in detectors:
+            for backend in ("onnx-int8", "onnx", "torch") if spec == "blazeface" else ("onnx-int8",):
                 r = Recognizer.from_checkpoint(ckpt, backend=backend, onnx_path=None if backend != "onnx" else onnx_path,
-                                               detector=HaarDetector(profile=mode), threads=a.threads)
+                                               detector=spec, threads=a.threads)
                 got = r.predict(photo)
                 assert len(got) == 1
-                tag = " (default)" if mode == "auto" else ""
-                jobs.append((f"pipeline 640x480, 1 face, profile={mode}{tag}, {backend} (ms)",
+                jobs.append((f"pipeline 640x480, 1 face, {label}, {backend} (ms)",
                              lambda r=r: r.predict(photo), n, False))
-            det = HaarDetector(profile=mode)
-            jobs.append((f"  of which Haar detection, profile={mode} (ms)",
+            det = r.detector
+            jobs.append((f"  of which detection (+ mesh, pose), {label} (ms)",
                          lambda det=det: det.detect(photo), n, False))
         per_round: dict[str, list[float]] = {name: [] for name, *_ in jobs}
         for _ in range(a.rounds):

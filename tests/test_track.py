@@ -173,3 +173,29 @@ def test_stream_source_reads_a_file_and_a_missing_camera_is_a_clear_error(tmp_pa
     assert [f.index for f in open_stream(str(clip), max_frames=2)] == [0, 1]
     with pytest.raises(ImageError, match="cannot open camera 57"):
         list(open_stream(57))
+
+
+def test_predict_cli_tracks_a_video_and_a_stream(rec: Recognizer, tmp_path: Path, capsys) -> None:
+    import json
+
+    from robustfer.cli import main
+
+    frames, _ = crossing_clip(rec, 10)
+    clip = _write_clip(tmp_path / "two.mp4", frames)
+    out = tmp_path / "r.jsonl"
+    assert main(["predict", str(clip), "-o", str(out), "--smooth", "0.5", "--no-progress"]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 10 and all("track_id" in f and "raw_probabilities" in f for r in recs for f in r["faces"])
+    tracks = json.loads((tmp_path / "r.jsonl.tracks.json").read_text())[str(clip)]
+    assert 2 <= len(tracks) <= 3 and sum(t["frames"] for t in tracks) == sum(len(r["faces"]) for r in recs)
+    text = capsys.readouterr().out
+    assert "track(s)" in text and "track 0: frames 0-" in text
+    # a stream source (here a file through OpenCV), headless, stopped after 4 frames
+    out2 = tmp_path / "s.csv"
+    assert main(["predict", "--stream", str(clip), "--max-frames", "4", "-o", str(out2), "-q"]) == 0
+    rows = out2.read_text().splitlines()
+    assert rows[0].startswith("source,frame,time_s,face,track,")
+    assert len({r.split(",")[1] for r in rows[1:]}) == 4
+    assert (tmp_path / "s.csv.tracks.json").exists()
+    assert main(["predict", "x.jpg", "--smooth", "1.5"]) != 0
+    assert "--smooth 1.5" in capsys.readouterr().err

@@ -110,17 +110,28 @@ def _recognizer(args: argparse.Namespace) -> object:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from robustfer.errors import ConfigError
-    from robustfer.inference.batch import run_predict
+    from robustfer.inference.batch import run_predict, run_stream
 
     if args.stride < 1 or args.batch_size < 1:
         raise ConfigError(f"--stride ({args.stride}) and --batch-size ({args.batch_size}) must be >= 1.")
+    if not 0.0 <= args.smooth < 1.0:
+        raise ConfigError(f"--smooth {args.smooth}: use a value in [0, 1) (0 = raw probabilities).")
+    live = args.camera if args.camera is not None else args.stream
+    if live is not None and args.paths:
+        raise ConfigError("give either files/folders or --camera/--stream, not both.")
+    if live is None and not args.paths:
+        raise ConfigError("give image/video files or folders, or --camera N / --stream URL.")
     rec = _recognizer(args)
-    s = run_predict(args.paths, rec, output=args.output, annotate=args.annotate, stride=args.stride,
-                    resume=args.resume, detect=not args.no_detect, recursive=not args.no_recursive,
-                    progress=not args.no_progress, table=not args.quiet)
+    if live is not None:
+        s = run_stream(live, rec, output=args.output, annotate=args.annotate, stride=args.stride,
+                       smoothing=args.smooth, max_frames=args.max_frames, show=args.show, table=not args.quiet)
+    else:
+        s = run_predict(args.paths, rec, output=args.output, annotate=args.annotate, stride=args.stride,
+                        resume=args.resume, detect=not args.no_detect, recursive=not args.no_recursive,
+                        progress=not args.no_progress, table=not args.quiet, smoothing=args.smooth)
     parts = [f"{s.files} file(s)", f"{s.faces} face(s)"]
     if s.frames:
-        parts.append(f"{s.frames} video frame(s)")
+        parts.append(f"{s.frames} video frame(s), {s.tracks} track(s)")
     if s.skipped_done:
         parts.append(f"{s.skipped_done} already done (--resume)")
     if s.ignored:
@@ -232,7 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--min-score", type=float, help="drop detections scoring below this")
 
     pr = sub.add_parser("predict", help="faces, head pose and expressions in images, folders, videos")
-    pr.add_argument("paths", nargs="+", help="image files, video files or folders (walked recursively)")
+    pr.add_argument("paths", nargs="*", help="image files, video files or folders (walked recursively)")
+    pr.add_argument("--camera", help="read a camera instead of files: its index (0 = the first)")
+    pr.add_argument("--stream", help="read a video stream or URL OpenCV opens (rtsp://..., http://...)")
+    pr.add_argument("--max-frames", type=int, help="--camera/--stream: stop after this many frames")
+    pr.add_argument("--show", action="store_true", help="--camera/--stream: live window (needs a display)")
+    pr.add_argument("--smooth", type=float, default=0.0,
+                    help="video: smooth each tracked face's probabilities over frames (EMA factor in "
+                         "[0, 1), e.g. 0.6; default 0 = raw)")
     model_args(pr)
     pr.add_argument("--output", "-o", help="results file: .jsonl (one record per image/frame) or .csv (one row per face)")
     pr.add_argument("--annotate", help="folder for images/videos with boxes, labels and probabilities drawn")

@@ -8,8 +8,9 @@ from robustfer.inference.detect import (
     YuNetDetector,
     create_detector,
 )
-from robustfer.inference.io import iter_video, load_image
+from robustfer.inference.io import iter_video, load_image, open_stream
 from robustfer.inference.pose import HeadPose, estimate_pose
+from robustfer.inference.track import FaceTracker, TrackSummary
 from robustfer.inference.recognizer import (
     FaceResult,
     ImageResult,
@@ -20,7 +21,7 @@ from robustfer.inference.recognizer import (
 )
 
 __all__ = [
-    "Detection", "DlibDetector", "FaceDetector", "FaceResult", "HaarDetector", "HeadPose",
-    "ImageResult", "Recognizer", "YuNetDetector", "create_detector", "estimate_pose", "iter_video",
-    "load_image", "to_dataframe", "to_json", "to_records",
+    "Detection", "DlibDetector", "FaceDetector", "FaceResult", "FaceTracker", "HaarDetector", "HeadPose",
+    "ImageResult", "Recognizer", "TrackSummary", "YuNetDetector", "create_detector", "estimate_pose",
+    "iter_video", "load_image", "open_stream", "to_dataframe", "to_json", "to_records",
 ]

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from robustfer.errors import ConfigError
-from robustfer.inference.detect import Detection
+from robustfer.inference.detect import Detection, iou
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "face"
 
@@ -286,8 +286,6 @@ class BlazeFaceDetector:
         return mesh, float(1.0 / (1.0 + math.exp(-float(np.clip(flag.reshape(-1)[-1], -80, 80)))))
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        from robustfer.inference.detect import nms
-
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
         image = np.ascontiguousarray(image[:, :, :3])
@@ -318,5 +316,18 @@ class BlazeFaceDetector:
             if out_box[2] - out_box[0] < 2 or out_box[3] - out_box[1] < 2:
                 continue
             dets.append(Detection(out_box, score, lm.astype(np.float64), "any", extra))
-        # two candidates whose meshes landed on the same face are one face
-        return nms(dets, self.iou_threshold)
+        # Two candidates whose meshes landed on the same face are one face: drop a face that
+        # overlaps a better one by IoU > iou_threshold or covers over half of the smaller box.
+        kept: list[Detection] = []
+        for d in sorted(dets, key=lambda d: -d.score):
+            if all(iou(d.box, k.box) <= self.iou_threshold and _overlap_of_smaller(d.box, k.box) <= 0.5
+                   for k in kept):
+                kept.append(d)
+        return kept
+
+
+def _overlap_of_smaller(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / small if small > 0 else 0.0

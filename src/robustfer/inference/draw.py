@@ -1,4 +1,5 @@
-"""Drawing results onto images: boxes, top expression, head pose and a probability bar chart."""
+"""Drawing results onto images: boxes, landmarks (and the face mesh, thinned), track id, top
+expression, head pose and a probability bar chart."""
 
 from __future__ import annotations
 
@@ -30,13 +31,17 @@ def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], bars: bool = True
         x1, y1, x2, y2 = (int(round(v)) for v in f.box)
         c = _color(f.expression)
         cv2.rectangle(out, (x1, y1), (x2, y2), c, thick)
+        if f.mesh is not None:
+            for px, py in f.mesh[::3, :2]:
+                cv2.circle(out, (int(px), int(py)), 1, (0, 160, 255), -1)
         if f.landmarks is not None:
             for px, py in f.landmarks[np.isfinite(f.landmarks).all(1)]:
                 cv2.circle(out, (int(px), int(py)), thick + 1, (0, 255, 0), -1)
         pose = f.pose.yaw_bin_name or "?"
         if f.pose.yaw is not None:
-            pose = f"yaw {f.pose.yaw:+.0f}"
-        label = f"#{i} {f.expression} {f.confidence:.2f} | {pose}"
+            pose = f"y{f.pose.yaw:+.0f} p{f.pose.pitch:+.0f} r{f.pose.roll:+.0f}"
+        who = f"#{i}" if f.track_id is None else f"id {f.track_id}"
+        label = f"{who} {f.expression} {f.confidence:.2f} | {pose}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, thick)
         ty = y1 - 4 if y1 - th - base - 4 > 0 else y2 + th + 4
         cv2.rectangle(out, (x1, ty - th - base), (x1 + tw + 4, ty + base), (0, 0, 0), -1)
