@@ -36,6 +36,7 @@ def main() -> None:
     p.add_argument("--detector", default="blazeface")
     p.add_argument("--mode", default="pasted", choices=["pasted", "upscaled"])
     p.add_argument("--backend", default="auto")
+    p.add_argument("--no-align", action="store_true", help="box crops instead of eye-aligned crops")
     a = p.parse_args()
     import sys
     from pathlib import Path
@@ -46,7 +47,8 @@ def main() -> None:
     bgs = backgrounds()
     rng = np.random.default_rng(0)
     ds = build_dataset(a.spec, root=a.data_root)
-    rec = Recognizer.from_pretrained("default", detector=a.detector, backend=a.backend)
+    rec = Recognizer.from_pretrained("default", detector=a.detector, backend=a.backend,
+                                     use_landmarks=not a.no_align)
     idx = {n: i for i, n in enumerate(rec.class_names)}
     found = direct_ok = pipe_ok = direct_ok_found = 0
     for i in range(len(ds)):
