@@ -14,7 +14,9 @@ from robustfer.inference import create_detector, load_image
 from robustfer.inference.blazeface import (
     WEIGHTS,
     BlazeFaceDetector,
-    grid_windows,
+    LEVEL_SIDES,
+    _BlazeFace,
+    dense_anchors,
     letterbox,
     mesh_roi,
     pose_from_mesh,
@@ -62,13 +64,36 @@ def test_weighted_nms_merges_overlaps_and_keeps_separate_faces() -> None:
     assert out[1][1] == 0.8
 
 
-def test_windows_cover_the_image() -> None:
+def test_windows_and_dense_scales() -> None:
     x0, y0, side = letterbox(480, 640, 0.5)
     assert side == 1280 and x0 == -320 and y0 == -400
-    wins = grid_windows(480, 640, 320)
-    assert len(wins) == 6
-    assert min(w[0] for w in wins) == 0 and max(w[0] + w[2] for w in wins) == 640
-    assert min(w[1] for w in wins) == 0 and max(w[1] + w[2] for w in wins) == 480
+    d = BlazeFaceDetector(mesh=False)
+    assert d.scales(480, 640) == pytest.approx([480 / 640, 256 / 640])
+    assert d.scales(120, 160) == []  # no larger than the whole-image window: nothing to add
+    assert all(s <= 1.0 for s in BlazeFaceDetector(levels=2, mesh=False).scales(300, 400))
+    assert LEVEL_SIDES[0] == ()
+
+
+def test_dense_anchors_are_the_native_anchors_at_the_native_size() -> None:
+    a = dense_anchors(128, 128, (8, 16), (2, 6)) / 128
+    assert np.array_equal(a, ssd_anchors(128, (8, 16, 16, 16), (2, 2, 2, 2)))
+    assert len(dense_anchors(384, 512, (8, 16), (2, 6))) == 48 * 64 * 2 + 24 * 32 * 6
+
+
+def test_a_dense_pass_at_the_native_size_equals_the_window_pass() -> None:
+    """On a 128 x 128 image, the dense pass and the one-window pass are the same computation;
+    on a larger image the dense pass finds the face where the window pass finds it."""
+    net = _BlazeFace("short", 1)
+    im = load_image(SAMPLES / "grace_hopper.jpg")
+    small = cv2.resize(im[:512, :512], (128, 128), interpolation=cv2.INTER_AREA)
+    a = net(small, [(0.0, 0.0, 128.0)], 0.5)
+    b = net.dense(small, 1.0, 0.5)
+    assert len(a[1]) > 0 and np.allclose(a[0], b[0], atol=1e-3) and np.allclose(a[1], b[1], atol=1e-5)
+    canvas = np.full((480, 640, 3), 100, np.uint8)
+    canvas[200:328, 300:428] = small
+    boxes, scores, _ = net.dense(canvas, 1.0, 0.5)
+    best = boxes[np.argmax(scores)]
+    assert np.allclose(best, a[0][np.argmax(a[1])] + [300, 200, 300, 200], atol=3.0)
 
 
 def test_mesh_roi_is_centred_scaled_and_levels_the_eyes() -> None:
@@ -182,7 +207,7 @@ def test_detector_names_and_bad_options() -> None:
         BlazeFaceDetector(score_threshold=1.5)
 
 
-def test_thorough_mode_finds_a_small_face_the_default_may_miss() -> None:
+def test_thorough_mode_finds_a_small_face() -> None:
     im = load_image(SAMPLES / "grace_hopper.jpg")
     thorough = create_detector("blazeface:thorough")
     x1, y1, x2, y2 = (int(v) for v in thorough.detect(im)[0].box)

@@ -232,3 +232,30 @@ def test_dlib_landmarks_on_a_real_portrait() -> None:
     assert pose.method == "landmarks" and abs(pose.yaw) < 20 and abs(pose.roll) < 15
     crop, how = align_face(img, dets[0], 48, 1.05, 0.0)
     assert how == "aligned" and crop.shape == (48, 48, 3)
+
+
+def test_mesh_alignment_recovers_a_known_similarity_and_keeps_scale_when_turned() -> None:
+    """A face mesh that is the FER template moved by a known similarity is mapped back onto the
+    template exactly; squeezing the mesh sideways (a turned head) changes the fitted scale far
+    less than it changes the distance between the eyes, which eye alignment would follow."""
+    from robustfer.inference.align import face_transform, mesh_template
+
+    size, t = 48, mesh_template(1.05)
+    assert t is not None and t.shape == (468, 2)
+    a = math.radians(15)
+    r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    pts = (t * size) @ (3.0 * r).T + [100.0, 40.0]
+    mesh = np.concatenate([pts, np.zeros((468, 1))], 1)
+    det = Detection((0, 0, 300, 300), 1.0, np.full((5, 2), np.nan), extra={"mesh": mesh})
+    m, how = face_transform(det, size, 1.05)
+    assert how == "mesh"
+    np.testing.assert_allclose(pts @ m[:, :2].T + m[:, 2], t * size, atol=1e-6)
+    assert face_transform(det, size, 1.05, use_landmarks=False) == (None, "box")
+    squeezed = mesh.copy()
+    squeezed[:, 0] = 100 + (squeezed[:, 0] - 100) * math.cos(math.radians(45))
+    m2, _ = face_transform(Detection((0, 0, 300, 300), 1.0, None, extra={"mesh": squeezed}), size, 1.05)
+    fitted = math.sqrt(abs(np.linalg.det(m2[:, :2]))) / math.sqrt(abs(np.linalg.det(m[:, :2])))
+    assert fitted < 1 / math.cos(math.radians(45)) - 0.15
+    img = np.zeros((200, 320, 3), np.uint8)
+    crop, how = align_face(img, det, size, 1.05, 0.0)
+    assert how == "mesh" and crop.shape == (size, size, 3)

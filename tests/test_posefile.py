@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from robustfer.cli import main
@@ -90,3 +91,13 @@ def test_training_log_counts_pose_labels(tmp_path: Path, capsys: pytest.CaptureF
                  "train.epochs=1", "data.eval=[]", "eval.plots=false", f"data.pose_file={f}"]) == 0
     # synthetic samples carry their own pose bins; the file replaces three of them, one by "none"
     assert "pose labels: 31 of 32 training images" in capsys.readouterr().out
+
+
+def test_yaw_distribution_bands_sum_to_100_and_use_absolute_yaw() -> None:
+    from robustfer.inference.posefile import yaw_distribution
+
+    d = yaw_distribution(np.array([-50.0, -10.0, 0.0, 20.0, 31.0, 90.0]))
+    assert d["0-15"] == pytest.approx(100 * 2 / 6) and d["45-60"] == pytest.approx(100 / 6)
+    assert d["60-90"] == pytest.approx(100 / 6)
+    assert sum(v for k, v in d.items() if k != "median_abs_yaw") == pytest.approx(100.0)
+    assert d["median_abs_yaw"] == pytest.approx(25.5)

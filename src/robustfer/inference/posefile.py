@@ -76,6 +76,11 @@ def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, de
     summary: dict[str, Any] = {"spec": spec, "images": len(ds), "faces_found": found,
                                "detector": detector, "out": str(out)}
     print(f"wrote {out}: {len(ds)} images, a face found in {found} ({100 * found / max(1, len(ds)):.1f} %)")
+    yaws = np.array([float(r["yaw"]) for r in rows if r["yaw"] != ""])
+    if len(yaws):
+        summary["yaw_distribution"] = dist = yaw_distribution(yaws)
+        print("  |yaw|: " + ", ".join(f"{k} {v:.1f} %" for k, v in dist.items() if k != "median_abs_yaw")
+              + f"; median |yaw| {dist['median_abs_yaw']:.1f} deg")
     if ds.name == "ferplus" and ds.split == "test":
         pitch = {r["id"]: float(r["pitch"]) for r in rows if r["pitch"] != ""}
         agr = ran_agreement(read_pose_file(out), root, pitch)
@@ -84,6 +89,20 @@ def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, de
             print(f"  RAN {k}: " + ", ".join(f"{m} {x:.3f}" if isinstance(x, float) else f"{m} {x}"
                                             for m, x in v.items()))
     return summary
+
+
+YAW_EDGES = (0, 15, 30, 45, 60, 90)
+
+
+def yaw_distribution(yaws: np.ndarray) -> dict[str, float]:
+    """Share (%) of faces per |yaw| band of :data:`YAW_EDGES` degrees, and the median |yaw|."""
+    a = np.abs(np.asarray(yaws, dtype=np.float64))
+    out = {}
+    for lo, hi in zip(YAW_EDGES[:-1], YAW_EDGES[1:]):
+        top = a <= hi if hi == YAW_EDGES[-1] else a < hi
+        out[f"{lo}-{hi}"] = float(100 * np.mean((a >= lo) & top))
+    out["median_abs_yaw"] = float(np.median(a))
+    return out
 
 
 def ran_agreement(poses: dict[str, tuple[float | None, int | None]],

@@ -53,7 +53,8 @@ class FaceResult:
         confidence: its probability.
         pose: head pose (:class:`~robustfer.inference.pose.HeadPose`).
         landmarks: ``(5, 2)`` points when the detector gives them, else None.
-        crop: ``"box"``, ``"aligned"`` or ``"whole-image"``: how the face crop was made.
+        crop: ``"mesh"`` (fitted to the face mesh), ``"aligned"`` (to the eyes), ``"box"`` or
+            ``"whole-image"``: how the face crop was made.
         attention: a spatial attention map ``(h, w)`` in [0, 1] over the face crop, when the
             model has one and ``attention=True`` was asked for.
         track_id: the face's track in a video (:meth:`Recognizer.track`), else None.
