@@ -102,8 +102,8 @@ def test_two_process_ddp_training_on_cpu(tmp_path):
     assert report["results"]["synthetic:test"]["n"] == 16
 
     probes = [json.loads((probe_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
-    # only rank 0 writes the model checkpoint
-    assert [p["saves"] for p in probes] == [1, 0]
+    # only rank 0 writes the model checkpoint: the best epoch's, then again with its temperature
+    assert [p["saves"] for p in probes] == [2, 0]
     # each rank trained on its own shard of the epoch's order: disjoint, together all of it
     labels = np.arange(TRAIN_SIZE) % 7  # synthetic labels are i % num_classes
     for rank, p in enumerate(probes):

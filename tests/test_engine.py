@@ -122,7 +122,41 @@ def test_evaluate_reproduces_training_report(e2e_run, tmp_path, capsys):
     assert new["confusion"] == old["confusion"]
     assert new["macro_f1"] == old["macro_f1"]
     assert new["occlusion"] == old["occlusion"]
+    assert new["calibration"] == old["calibration"]  # the stored temperature is applied again
     assert (tmp_path / "ev" / "confusion.png").is_file()
+
+
+def test_training_fits_a_temperature_on_validation_and_reports_ece(e2e_run):
+    run = e2e_run["dir"]
+    _, meta = load_model(run / "best.safetensors")
+    report = json.loads((run / "report.json").read_text())
+    assert meta.temperature > 0 and report["temperature"] == meta.temperature
+    assert report["temperature_fitted_on"] == "synthetic:valid"
+    cal = report["results"]["synthetic:test"]["calibration"]
+    assert cal["temperature"] == meta.temperature
+    assert 0.0 <= cal["ece"] <= 1.0 and 0.0 <= cal["ece_before"] <= 1.0
+    assert sum(b["count"] for b in cal["bins"]) == 48
+    assert (run / "reliability.png").is_file()
+    assert "temperature" in e2e_run["log"]
+
+
+def test_calibrate_command_refuses_test_and_writes_the_temperature(e2e_run, tmp_path, capsys):
+    run = e2e_run["dir"]
+    out = tmp_path / "cal.safetensors"
+    assert main(["calibrate", "--checkpoint", str(run), "--data", "synthetic:test", "--no-progress"]) == 2
+    assert "test split" in capsys.readouterr().err
+    assert main(["calibrate", "--checkpoint", str(run), "--out", str(out), "--no-progress"]) == 0
+    assert "fitted on synthetic:valid" in capsys.readouterr().out
+    _, meta = load_model(out)
+    _, orig = load_model(run / "best.safetensors")
+    assert meta.temperature == pytest.approx(orig.temperature, rel=1e-4)  # same split, same fit
+    # the runtime applies it: probabilities are softmax(logits / T)
+    from robustfer.runtime.classifier import load_classifier, softmax
+
+    clf, m = load_classifier(out, backend="torch")
+    x = np.random.default_rng(0).normal(size=(3, 1, 48, 48)).astype(np.float32)
+    logits, _ = clf.logits(x)
+    np.testing.assert_allclose(clf(x)[0], softmax(logits / m.temperature), atol=1e-6)
 
 
 # ------------------------------------------------------------------ resume

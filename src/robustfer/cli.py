@@ -1,5 +1,5 @@
 """The ``robustfer`` command line: ``predict``, ``train``, ``evaluate``, ``export``, ``serve``,
-``annotate-pose``, ``explain``, ``plot``, ``tsne``, ``datasets``, ``models``.
+``annotate-pose``, ``explain``, ``plot``, ``tsne``, ``datasets``, ``models``, ``calibrate``.
 
 Every subcommand is a thin wrapper over the Python API, and :func:`main` takes ``argv`` so
 tests call it directly. Errors on user input print one line and exit with status 2.
@@ -33,6 +33,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     res = train(cfg)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 only
         print(f"run folder: {res['run_dir']} (best.safetensors, last.pt, metrics.csv, report.json)")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from robustfer.engine.evaluate import calibrate_checkpoint
+
+    calibrate_checkpoint(args.checkpoint, args.data, args.data_root, args.out, args.device,
+                         progress=not args.no_progress)
     return 0
 
 
@@ -346,6 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(fn=_cmd_evaluate)
+
+    c = sub.add_parser("calibrate", help="fit a checkpoint's temperature on a validation split (ECE)")
+    c.add_argument("--checkpoint", required=True, help="best.safetensors (or a run folder)")
+    c.add_argument("--data", help="validation spec (default: the run's data.val); test splits are refused")
+    c.add_argument("--data-root", help="folder holding the dataset folders")
+    c.add_argument("--out", help="write the calibrated checkpoint here (default: in place)")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(fn=_cmd_calibrate)
 
     d = sub.add_parser("datasets", help="list datasets, or count a dataset's splits and subsets")
     d.add_argument("action", nargs="?", default="list", choices=["list", "inspect"])

@@ -162,6 +162,9 @@ class EvalConfig:
     occlusion_on: list[str] = field(default_factory=lambda: ["first"])
     plots: bool = True
     tta: str = "none"
+    #: After training, fit a temperature on the validation split (probabilities =
+    #: softmax(logits / T)), store it in best.safetensors and report ECE before and after.
+    calibrate: bool = True
 
 
 @dataclass

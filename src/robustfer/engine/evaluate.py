@@ -85,10 +85,26 @@ def predict_dataset(
     return res
 
 
-def dataset_metrics(ds: FERDataset, out: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Classification metrics plus the per-pose table where samples carry a pose bin."""
+def calibration_metrics(out: dict[str, np.ndarray], temperature: float = 1.0) -> dict[str, Any]:
+    """ECE (15 bins) and NLL of the model's probabilities before and after its temperature,
+    with the reliability bins of the probabilities as the model gives them (after)."""
+    from robustfer.data.calibration import apply_temperature, nll, reliability
+
+    raw = out["probs"]
+    scaled = raw if temperature == 1.0 else apply_temperature(raw, temperature)
+    before, after = reliability(raw, out["labels"]), reliability(scaled, out["labels"])
+    return {"temperature": float(temperature), "ece_before": before["ece"], "ece": after["ece"],
+            "nll_before": nll(raw, out["labels"]), "nll": nll(scaled, out["labels"]),
+            "n_bins": after["n_bins"], "bins": after["bins"]}
+
+
+def dataset_metrics(ds: FERDataset, out: dict[str, np.ndarray], temperature: float = 1.0) -> dict[str, Any]:
+    """Classification metrics, calibration (ECE before/after ``temperature``) and the per-pose
+    table where samples carry a pose bin."""
     m = classification_metrics(out["labels"], out["preds"], ds.classes)
     m["loss"] = float(out["loss"])
+    if len(out["labels"]):
+        m["calibration"] = calibration_metrics(out, temperature)
     bins = [s.pose_bin for s in ds.samples]
     if any(b is not None for b in bins):
         m["per_pose_bin"] = {str(k): v for k, v in group_accuracy(out["labels"], out["preds"], bins).items()}
@@ -127,8 +143,10 @@ def evaluate_datasets(
     num_workers: int = 0,
     channels_last: bool = False,
     progress: bool = True,
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
-    """Metrics for every dataset, and occlusion robustness for the configured ones."""
+    """Metrics for every dataset, and occlusion robustness for the configured ones;
+    calibration is reported for the model's ``temperature``."""
     from robustfer.data.occlusion import parse_occluders
 
     occluders = parse_occluders(eval_cfg.occluders)
@@ -137,7 +155,7 @@ def evaluate_datasets(
         out = predict_dataset(model, ds, pre, device, eval_cfg.batch_size, num_workers,
                               channels_last=channels_last, progress=progress, desc=spec,
                               tta=eval_cfg.tta)
-        results[spec] = dataset_metrics(ds, out)
+        results[spec] = dataset_metrics(ds, out, temperature)
     for spec in _occluded_specs(list(datasets), eval_cfg.occlusion_on) if occluders else []:
         occ_res = {}
         for occ in occluders:
@@ -158,8 +176,10 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per dataset and per (dataset, occluder) for :func:`format_table`."""
     rows = []
     for spec, m in results.items():
+        cal = m.get("calibration", {})
         rows.append({"data": spec, "n": m["n"], "accuracy": m["accuracy"],
-                     "mean_class_acc": m["mean_class_accuracy"], "macro_f1": m["macro_f1"]})
+                     "mean_class_acc": m["mean_class_accuracy"], "macro_f1": m["macro_f1"],
+                     "ece": cal.get("ece"), "ece_before_T": cal.get("ece_before")})
         for name, o in m.get("occlusion", {}).get("results", {}).items():
             rows.append({"data": f"  + {name}", "n": o["n"], "accuracy": o["accuracy"],
                          "mean_class_acc": o["mean_class_accuracy"], "macro_f1": o["macro_f1"]})
@@ -207,6 +227,13 @@ def write_report(path: Path, results: dict[str, Any], context: dict[str, Any],
         m = results[first]
         plot_confusion(np.array(m["confusion"]), m["class_names"], path.parent / "confusion.png",
                        title=f"{first}: accuracy {100 * m['accuracy']:.2f} %")
+        if "calibration" in m:
+            from robustfer.engine.plots import plot_reliability
+
+            c = m["calibration"]
+            plot_reliability(c["bins"], path.parent / "reliability.png",
+                             title=f"{first}: ECE {c['ece']:.3f} (T = {c['temperature']:.2f}; "
+                                   f"{c['ece_before']:.3f} before)")
         for spec, r in results.items():
             if "occlusion" in r:
                 occ = {k: v["accuracy"] for k, v in r["occlusion"]["results"].items()}
@@ -218,7 +245,8 @@ def write_report(path: Path, results: dict[str, Any], context: dict[str, Any],
 
 def print_summary(results: dict[str, Any]) -> str:
     """The results table as text (also returned)."""
-    text = format_table(summary_rows(results), ["data", "n", "accuracy", "mean_class_acc", "macro_f1"])
+    text = format_table(summary_rows(results), ["data", "n", "accuracy", "mean_class_acc", "macro_f1", "ece",
+                                                "ece_before_T"])
     print(text)
     return text
 
@@ -278,10 +306,62 @@ def evaluate_checkpoint(checkpoint: str | Path, specs: list[str], data_root: str
     if cl:
         model = model.to(memory_format=torch.channels_last)
     results = evaluate_datasets(model, datasets, meta.preprocess, dev, cfg.eval,
-                                channels_last=cl, progress=progress)
+                                channels_last=cl, progress=progress, temperature=meta.temperature)
     print_summary(results)
     ck = Path(checkpoint)
     out_dir = Path(out_dir) if out_dir else (ck if ck.is_dir() else ck.parent) / "eval"
     print(f"report: {out_dir / 'report.json'}")
     return write_report(out_dir / "report.json", results, {
         "checkpoint": str(checkpoint), "model": meta.model_name, "best_epoch": meta.epoch}, plots=cfg.eval.plots)
+
+
+def calibrate_checkpoint(checkpoint: str | Path, spec: str | None, data_root: str | None,
+                         out: str | Path | None = None, device: str = "auto",
+                         progress: bool = True) -> dict[str, Any]:
+    """Fit a checkpoint's temperature on a validation split and write it into the checkpoint.
+
+    ``robustfer calibrate``: the weights are unchanged; only the metadata's ``temperature``
+    (probabilities = softmax(logits / T)) is set. ``spec`` defaults to the run's validation
+    split (``data.val``); a test split is refused. Export again afterwards so that the ONNX
+    files carry the temperature too.
+    """
+    from robustfer.data.calibration import apply_temperature, expected_calibration_error, fit_temperature, nll
+    from robustfer.engine.config import config_from_dict
+    from robustfer.engine.data import check_not_test
+    from robustfer.engine.device import resolve_device
+    from robustfer.runtime.checkpoint import load_model, save_model
+
+    ck = Path(checkpoint)
+    if ck.is_dir():
+        ck = ck / "best.safetensors"
+    if ck.suffix != ".safetensors":
+        raise ConfigError(f"{ck}: calibrate a best.safetensors checkpoint, then export it again "
+                          "(`robustfer export`) so the ONNX files carry the temperature.")
+    dev = resolve_device(device)
+    model, meta = load_model(ck, dev)
+    cfg = config_from_dict(meta.config)
+    if data_root is not None:
+        cfg.data.root = data_root
+    spec = spec or cfg.data.val
+    if not spec:
+        raise ConfigError("no validation split: pass --data NAME:valid (the run carved its own "
+                          "from train; name a held-out split explicitly).")
+    check_not_test(spec, "the calibration split")
+    ds = build_eval_dataset(spec, cfg.data)
+    res = predict_dataset(model, ds, meta.preprocess, dev, cfg.eval.batch_size, progress=progress,
+                          desc=f"calibrate {spec}", tta=cfg.eval.tta)
+    t = fit_temperature(res["probs"], res["labels"])
+    scaled = apply_temperature(res["probs"], t)
+    summary = {"checkpoint": str(ck), "fitted_on": spec, "n": int(len(res["labels"])),
+               "temperature_before": meta.temperature, "temperature": t,
+               "ece_before": expected_calibration_error(res["probs"], res["labels"]),
+               "ece": expected_calibration_error(scaled, res["labels"]),
+               "nll_before": nll(res["probs"], res["labels"]), "nll": nll(scaled, res["labels"])}
+    meta.temperature = t
+    dst = Path(out) if out else ck
+    save_model(dst, model, meta)
+    summary["out"] = str(dst)
+    print(f"temperature {t:.3f} fitted on {spec} ({summary['n']} images): ECE "
+          f"{summary['ece_before']:.4f} -> {summary['ece']:.4f}, NLL {summary['nll_before']:.4f} -> "
+          f"{summary['nll']:.4f}; written to {dst}")
+    return summary

@@ -1,4 +1,5 @@
-"""PNG figures for evaluation reports: confusion matrices, occlusion curves, training curves.
+"""PNG figures for evaluation reports: confusion matrices, occlusion curves, reliability
+diagrams, training curves.
 
 Matplotlib is imported inside each function, so importing this module is cheap. Figures
 are drawn on matplotlib's Agg (raster) canvas through the object-oriented API: no pyplot
@@ -140,6 +141,41 @@ def plot_confusion(
                 j, i, text, ha="center", va="center", fontsize=font,
                 color="white" if dark else "black",
             )
+    return _save(fig, path)
+
+
+def plot_reliability(bins: Sequence[Mapping[str, Any]], path: str | os.PathLike[str],
+                     title: str | None = None) -> Path:
+    """Reliability diagram: accuracy against mean confidence per confidence bin (bars, the
+    diagonal is perfect calibration), with the share of samples per bin below.
+
+    Args:
+        bins: the ``bins`` of :func:`robustfer.data.calibration.reliability` (``lo``, ``hi``,
+            ``count``, ``confidence``, ``accuracy``; empty bins have ``None``).
+        path: PNG file to write.
+        title: figure title.
+    """
+    fig = _new_figure(5.0, 5.5)
+    grid = fig.add_gridspec(2, 1, height_ratios=[3, 1], hspace=0.08)
+    ax = fig.add_subplot(grid[0, 0])
+    hist = fig.add_subplot(grid[1, 0], sharex=ax)
+    total = sum(int(b["count"]) for b in bins) or 1
+    for b in bins:
+        width = b["hi"] - b["lo"]
+        if b["count"]:
+            ax.bar(b["lo"], b["accuracy"], width=width, align="edge", color="#4c72b0", edgecolor="white")
+            gap_lo, gap_hi = sorted((b["accuracy"], b["confidence"]))
+            ax.bar(b["lo"], gap_hi - gap_lo, bottom=gap_lo, width=width, align="edge", color="#dd8452",
+                   alpha=0.35, edgecolor="none")
+        hist.bar(b["lo"], int(b["count"]) / total, width=width, align="edge", color="#7f7f7f", edgecolor="white")
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or "Reliability")
+    ax.tick_params(labelbottom=False)
+    hist.set_xlabel("confidence (top class)")
+    hist.set_ylabel("share")
     return _save(fig, path)
 
 

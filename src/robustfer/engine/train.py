@@ -523,21 +523,41 @@ class Trainer:
                  f"({train_time:.0f}s, {row['images_per_second']:.0f} img/s){' *' if improved else ''}")
         return row
 
+    def calibrate(self, model: nn.Module, meta: CheckpointMeta) -> CheckpointMeta:
+        """Fit the temperature on the validation split (Guo et al., ICML 2017) and store it in
+        ``best.safetensors``; the weights and every prediction's argmax stay as they are."""
+        from robustfer.data.calibration import expected_calibration_error, fit_temperature
+
+        out = predict_dataset(model, self.val_ds, self.pre, self.device, self.cfg.eval.batch_size,
+                              channels_last=self.channels_last, progress=False, desc="calibrate",
+                              tta=self.cfg.eval.tta)
+        t = fit_temperature(out["probs"], out["labels"])
+        meta.temperature = t
+        save_model(self.run_dir / "best.safetensors", model, meta)
+        self.say(f"temperature {t:.3f} fitted on {self.val_ds.spec}: validation ECE "
+                 f"{expected_calibration_error(out['probs'], out['labels']):.4f} -> "
+                 f"{calibration_after(out, t):.4f}")
+        return meta
+
     def final_evaluation(self) -> dict[str, Any] | None:
         """Main rank: reload ``best.safetensors`` and evaluate ``data.eval`` into ``report.json``."""
         cfg, run_dir = self.cfg, self.run_dir
         report = None
         self.say(f"best {cfg.train.select_metric} on {self.val_ds.spec}: {self.best:.4f} at epoch {self.best_epoch}")
         if cfg.train.epochs > 0:
-            model, _ = load_model(run_dir / "best.safetensors", self.device)
+            model, meta = load_model(run_dir / "best.safetensors", self.device)
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
+            if cfg.eval.calibrate:
+                meta = self.calibrate(model, meta)
             if cfg.data.eval:
                 datasets = {s: build_eval_dataset(s, cfg.data) for s in cfg.data.eval}
                 results = evaluate_datasets(model, datasets, self.pre, self.device, cfg.eval,
-                                            channels_last=self.channels_last, progress=cfg.train.progress)
+                                            channels_last=self.channels_last, progress=cfg.train.progress,
+                                            temperature=meta.temperature)
                 report = write_report(run_dir / "report.json", results, {
                     "checkpoint": str(run_dir / "best.safetensors"), "model": cfg.model.name,
+                    "temperature": meta.temperature, "temperature_fitted_on": self.val_ds.spec,
                     "selected_on": self.val_ds.spec, "best_epoch": self.best_epoch,
                     "seed": cfg.train.seed, "train_wall_seconds": round(time.time() - self.t_start, 1),
                     "history": self.history}, plots=cfg.eval.plots)
@@ -547,6 +567,12 @@ class Trainer:
 
             plot_training_curves(self.history, run_dir / "training_curves.png")
         return report
+
+
+def calibration_after(out: dict[str, Any], t: float) -> float:
+    from robustfer.data.calibration import apply_temperature, expected_calibration_error
+
+    return expected_calibration_error(apply_temperature(out["probs"], t), out["labels"])
 
 
 def train(cfg: Config) -> dict[str, Any]:

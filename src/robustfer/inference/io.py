@@ -204,22 +204,30 @@ def iter_video(path: str | Path, stride: int = 1, max_pixels: int = MAX_IMAGE_PI
             raise ImageError(f"{path} cannot be opened as a video (unsupported codec or container, "
                              "or a corrupt file).")
         fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-        i, decoded = 0, 0
-        while True:
-            ok = cap.grab()
-            if not ok:
-                break
-            if i % stride == 0:
-                ok, frame = cap.retrieve()
-                if ok and frame is not None:
-                    decoded += 1
-                    yield Frame(i, i / fps if fps > 0 else float("nan"),
-                                array_to_rgb(frame, f"{path} frame {i}", bgr=True, max_pixels=max_pixels))
-            i += 1
+        decoded = 0
+        for fr in _grab(cap, stride, max_pixels, str(path), lambda i: i / fps if fps > 0 else float("nan")):
+            decoded += 1
+            yield fr
         if decoded == 0:
             raise ImageError(f"{path} has no decodable frames; the video is empty or corrupt.")
     finally:
         cap.release()
+
+
+def _grab(cap: Any, stride: int, max_pixels: int, name: str, clock: Any,
+          max_frames: int | None = None) -> Iterator[Frame]:
+    """Every ``stride``-th decodable frame of an open capture (at most ``max_frames``), with
+    its index and the time ``clock(index)``."""
+    i = n = 0
+    while max_frames is None or n < max_frames:
+        if not cap.grab():
+            break
+        if i % stride == 0:
+            ok, frame = cap.retrieve()
+            if ok and frame is not None:
+                n += 1
+                yield Frame(i, clock(i), array_to_rgb(frame, f"{name} frame {i}", bgr=True, max_pixels=max_pixels))
+        i += 1
 
 
 def open_stream(source: int | str, stride: int = 1, max_pixels: int = MAX_IMAGE_PIXELS,
@@ -248,17 +256,6 @@ def open_stream(source: int | str, stride: int = 1, max_pixels: int = MAX_IMAGE_
             raise ImageError(f"cannot open {what}; check that it exists and is not in use "
                              "(cameras are numbered from 0; URLs need a reachable server).")
         t0 = time.monotonic()
-        i = n = 0
-        while max_frames is None or n < max_frames:
-            ok = cap.grab()
-            if not ok:
-                break
-            if i % stride == 0:
-                ok, frame = cap.retrieve()
-                if ok and frame is not None:
-                    n += 1
-                    yield Frame(i, time.monotonic() - t0,
-                                array_to_rgb(frame, f"{src} frame {i}", bgr=True, max_pixels=max_pixels))
-            i += 1
+        yield from _grab(cap, stride, max_pixels, str(src), lambda i: time.monotonic() - t0, max_frames)
     finally:
         cap.release()

@@ -44,6 +44,9 @@ class CheckpointMeta:
     epoch: int
     metrics: dict[str, Any]
     version: str = __version__
+    #: Temperature scaling (Guo et al., ICML 2017): probabilities are softmax(logits / T);
+    #: fitted on a validation split (``robustfer calibrate``); 1.0 = not calibrated.
+    temperature: float = 1.0
 
     @property
     def num_classes(self) -> int:
@@ -61,6 +64,7 @@ class CheckpointMeta:
             "config": json.dumps(self.config),
             "epoch": str(self.epoch),
             "metrics": json.dumps(self.metrics),
+            "temperature": repr(float(self.temperature)),
         }
 
     @classmethod
@@ -81,6 +85,7 @@ class CheckpointMeta:
                 epoch=int(md["epoch"]),
                 metrics=json.loads(md["metrics"]),
                 version=md.get("robustfer_version", "?"),
+                temperature=float(md.get("temperature", "1.0")),
             )
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: checkpoint metadata is incomplete or corrupt ({e}).") from None

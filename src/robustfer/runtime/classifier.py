@@ -88,6 +88,7 @@ class TorchClassifier:
         # channels-last: same fp32 arithmetic, about 1.4x faster convolutions on CPU here
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.takes_landmarks = takes_landmarks(model)  # once, not per batch
+        self.temperature = 1.0  # probabilities = softmax(logits / T); set from the checkpoint
 
     def logits(self, x: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw logits (N, K) and attention maps (N, A, h, w) or None."""
@@ -105,7 +106,8 @@ class TorchClassifier:
     def __call__(self, x: np.ndarray, attention: bool = False,
                  landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         logits, maps = self.logits(x, landmarks)
-        return softmax(logits), (normalize_attention(maps) if attention and maps is not None else None)
+        return (softmax(logits / self.temperature),
+                normalize_attention(maps) if attention and maps is not None else None)
 
 
 class OnnxClassifier:
@@ -117,6 +119,7 @@ class OnnxClassifier:
     """
 
     takes_landmarks = False  # the graph takes the face crop only
+    temperature = 1.0  # probabilities = softmax(logits / T); set from the model's metadata
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         ort = _require("onnxruntime", "the ONNX backend")
@@ -152,7 +155,7 @@ class OnnxClassifier:
                  landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         want = ["logits"] + (["attention_maps"] if attention and "attention_maps" in self.output_names else [])
         outs = self.session.run(want, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
-        return softmax(outs[0]), (normalize_attention(outs[1]) if len(outs) > 1 else None)
+        return softmax(outs[0] / self.temperature), (normalize_attention(outs[1]) if len(outs) > 1 else None)
 
 
 def meta_from_onnx(path: str | Path) -> Any:
@@ -284,7 +287,9 @@ def load_classifier(path: str | Path, backend: str = "auto", onnx_path: str | Pa
 
             torch.set_num_threads(threads)
         model, meta = load_model(path, device)
-        return TorchClassifier(model, device), meta
+        clf = TorchClassifier(model, device)
+        clf.temperature = meta.temperature
+        return clf, meta
     if onnx_path is None:
         onnx_path = path.with_suffix(".onnx" if backend == "onnx" else ".int8.onnx")
         if not onnx_path.is_file():
@@ -297,4 +302,5 @@ def load_classifier(path: str | Path, backend: str = "auto", onnx_path: str | Pa
     meta = CheckpointMeta.from_strings(clf.metadata(), onnx_path) if onnx_path == path else read_meta(path)
     if backend == "onnx-int8":
         clf = guarded_int8(onnx_path, meta.preprocess, threads, check=check_int8_model, opened=clf)
+    clf.temperature = meta.temperature
     return clf, meta
