@@ -49,6 +49,7 @@ from robustfer.engine.data import (
 )
 from robustfer.engine.device import resolve_device, seed_everything, setup_distributed
 from robustfer.engine.evaluate import (
+    calibration_metrics,
     dataset_metrics,
     evaluate_datasets,
     predict_dataset,
@@ -526,7 +527,7 @@ class Trainer:
     def calibrate(self, model: nn.Module, meta: CheckpointMeta) -> CheckpointMeta:
         """Fit the temperature on the validation split (Guo et al., ICML 2017) and store it in
         ``best.safetensors``; the weights and every prediction's argmax stay as they are."""
-        from robustfer.data.calibration import expected_calibration_error, fit_temperature
+        from robustfer.data.calibration import fit_temperature
 
         out = predict_dataset(model, self.val_ds, self.pre, self.device, self.cfg.eval.batch_size,
                               channels_last=self.channels_last, progress=False, desc="calibrate",
@@ -534,9 +535,9 @@ class Trainer:
         t = fit_temperature(out["probs"], out["labels"])
         meta.temperature = t
         save_model(self.run_dir / "best.safetensors", model, meta)
+        cal = calibration_metrics(out, t)
         self.say(f"temperature {t:.3f} fitted on {self.val_ds.spec}: validation ECE "
-                 f"{expected_calibration_error(out['probs'], out['labels']):.4f} -> "
-                 f"{calibration_after(out, t):.4f}")
+                 f"{cal['ece_before']:.4f} -> {cal['ece']:.4f}")
         return meta
 
     def final_evaluation(self) -> dict[str, Any] | None:
@@ -567,12 +568,6 @@ class Trainer:
 
             plot_training_curves(self.history, run_dir / "training_curves.png")
         return report
-
-
-def calibration_after(out: dict[str, Any], t: float) -> float:
-    from robustfer.data.calibration import apply_temperature, expected_calibration_error
-
-    return expected_calibration_error(apply_temperature(out["probs"], t), out["labels"])
 
 
 def train(cfg: Config) -> dict[str, Any]:

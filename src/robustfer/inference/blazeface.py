@@ -7,12 +7,13 @@ outputs against TFLite's to 1e-4) and run on ONNX Runtime, so the plain install 
 landmarks and head pose with no extra package and no download:
 
 * **BlazeFace** (Bazarevsky et al., "BlazeFace: Sub-millisecond Neural Face Detection on Mobile
-  GPUs", CVPR Workshops 2019): the *full-range* model (192 x 192 input, one anchor per cell of
-  a 48 x 48 grid) on the whole image, letterboxed, finds small and mid-sized faces; the
-  *short-range* model (128 x 128, 896 anchors) on the image padded to twice its size finds
-  faces that fill the frame -- a tight face crop handed over by another detector or a dataset
-  is one face, not zero. Both give a box and 6 keypoints; their detections are merged by
-  MediaPipe's score-weighted non-maximum suppression.
+  GPUs", CVPR Workshops 2019): the *short-range* model (128 x 128, 896 anchors) on the image
+  padded to twice its size and on the whole image finds faces that fill the frame -- a tight
+  face crop handed over by another detector or a dataset is one face, not zero -- and, run
+  densely over the image resized to a few long sides (it is fully convolutional), the smaller
+  faces. The *full-range* model (192 x 192, one anchor per cell of a 48 x 48 grid) on the
+  letterboxed image is an option (``full_range=True``). Each gives a box and 6 keypoints;
+  detections are merged by MediaPipe's score-weighted non-maximum suppression.
 * **Face mesh** (Kartynnik et al., "Real-time Facial Surface Geometry from Monocular Video on
   Mobile GPUs", CVPR Workshops 2019): 468 3-D points from a 192 x 192 crop rotated so that the
   eyes are level (MediaPipe's ROI: the detection box, squared on its long side, x 1.5).
@@ -282,12 +283,13 @@ class BlazeFaceDetector:
     Args:
         score_threshold: minimum BlazeFace score (MediaPipe uses 0.5). 0.55 was chosen on 300
             FER2013Valid faces pasted into photos (seed 0): false faces 3 -> 1 for 2.6 points of
-            recall (91.3 -> 88.7 %; ``"blazeface:thorough"``: false faces 14 -> 0, recall
-            94.7 -> 93.0 %).
-        levels: 1 (default: dense passes at long sides 480 and 256), 2 (``"blazeface:thorough"``:
-            800 (enlarging up to 1.25x), 640, 448, 320 and 224; finds most faces down to ~30 px
-            in a 640 x 480 photo, several times slower), 0 (``"blazeface:fast"``: letterboxed windows only, for faces that fill a
-            good part of the frame, as in a webcam or a crop).
+            recall (91.3 -> 88.7 %; the thorough mode before its 1.25x pass: false faces
+            14 -> 0, recall 94.7 -> 93.0 %).
+        levels: 1 (default: dense passes at long sides 480 and 256), 2
+            (``"blazeface:thorough"``: 800 (enlarging up to 1.25x), 640, 448, 320 and 224; finds
+            most faces down to ~30 px in a 640 x 480 photo, about three times slower), 0
+            (``"blazeface:fast"``: letterboxed windows only, for faces that fill a good part of
+            the frame, as in a webcam or a crop).
         full_range: also run the full-range model on the whole image.
         mesh: run the face mesh (468 points, 5-point landmarks, head pose, verification); off
             gives BlazeFace's own keypoints and no pose angles.
