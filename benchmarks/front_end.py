@@ -110,8 +110,20 @@ def paste(im: np.ndarray, face: np.ndarray, side: int, x: int, y: int) -> tuple[
     return (x + m, y + m, x + side - m, y + side - m)
 
 
+#: Pasted face sides (face + 8 px padding, in photo pixels): ``wide`` draws log-uniformly from
+#: 48-240 px (48-180 with several faces); ``haar`` uniformly from 64-199 px, the range of
+#: ``benchmarks/haar_settings.py`` that measured the Haar front end.
+SIZES = ("wide", "haar")
+
+
+def _side(rng: np.random.Generator, per_photo: int, sizes: str) -> int:
+    if sizes == "haar":
+        return int(rng.integers(64, 200))
+    return int(round(np.exp(rng.uniform(np.log(48), np.log(240 if per_photo == 1 else 180)))))
+
+
 def pasted_photos(faces: list[np.ndarray], per_photo: int, n: int, rng: np.random.Generator,
-                  bgs: list[np.ndarray]) -> list[tuple[np.ndarray, list[tuple[float, ...]]]]:
+                  bgs: list[np.ndarray], sizes: str = "wide") -> list[tuple[np.ndarray, list[tuple[float, ...]]]]:
     photos = []
     k = 0
     for _ in range(n):
@@ -123,7 +135,7 @@ def pasted_photos(faces: list[np.ndarray], per_photo: int, n: int, rng: np.rando
         placed: list[tuple[int, int, int]] = []
         for _ in range(per_photo):
             for _try in range(50):
-                side = int(round(np.exp(rng.uniform(np.log(48), np.log(240 if per_photo == 1 else 180)))))
+                side = _side(rng, per_photo, sizes)
                 x, y = int(rng.integers(0, 640 - side)), int(rng.integers(0, 480 - side))
                 if all(x + side <= px or px + ps <= x or y + side <= py or py + ps <= y for px, py, ps in placed):
                     break
@@ -168,19 +180,25 @@ def score(dets: list[Detection], truth: list[tuple[float, ...]]) -> tuple[int, i
     return found, len(dets) - len(used)
 
 
-def load_sets(n: int, seed: int) -> dict[str, list[tuple[np.ndarray, list | None]]]:
+def load_sets(n: int, seed: int, sizes: str = "wide", split: str = "test"
+              ) -> dict[str, list[tuple[np.ndarray, list | None]]]:
+    """The benchmark's photos; ``split="valid"`` pastes FER2013Valid faces instead (only the
+    ``all`` and ``multi`` sets: the pose and occlusion lists are of test faces), for choosing
+    settings without touching the test faces."""
     rng = np.random.default_rng(seed)
     bgs = backgrounds()
     sets: dict[str, list] = {}
-    for sub in ["all", "pose30", "pose45", "occlusion"]:
-        ds = build_dataset("ferplus:test" + ("" if sub == "all" else f":{sub}"), root=ROOT)
+    for sub in ["all", "pose30", "pose45", "occlusion"] if split == "test" else ["all"]:
+        ds = build_dataset(f"ferplus:{split}" + ("" if sub == "all" else f":{sub}"), root=ROOT)
         idx = rng.choice(len(ds), size=min(n, len(ds)), replace=False)
-        sets[f"pasted:{sub}"] = pasted_photos([ds[int(i)][0] for i in idx], 1, len(idx), rng, bgs)
-    ds = build_dataset("ferplus:test", root=ROOT)
+        sets[f"pasted:{sub}"] = pasted_photos([ds[int(i)][0] for i in idx], 1, len(idx), rng, bgs, sizes)
+    ds = build_dataset(f"ferplus:{split}", root=ROOT)
     idx = rng.choice(len(ds), size=min(3 * n, len(ds)), replace=False)
     faces = [ds[int(i)][0] for i in idx]
-    sets["multi(2-3)"] = (pasted_photos(faces, 2, n // 2, rng, bgs) +
-                          pasted_photos(faces[n:], 3, n - n // 2, rng, bgs))
+    sets["multi(2-3)"] = (pasted_photos(faces, 2, n // 2, rng, bgs, sizes) +
+                          pasted_photos(faces[n:], 3, n - n // 2, rng, bgs, sizes))
+    if split != "test":
+        return sets
     sfew = build_dataset("sfew:train", root=os.path.join(ROOT, "sfew2"))
     items = []
     for i in range(len(sfew)):
@@ -345,12 +363,17 @@ def main() -> None:
     ap.add_argument("--pose", action="store_true", help="also run the head-pose checks (default detector)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--calibrate", action="store_true", help="only measure the mesh pitch offset")
+    ap.add_argument("--sizes", choices=SIZES, default="wide",
+                    help="pasted face sides: wide = 48-240 px log-uniform (default), haar = 64-199 px "
+                         "uniform as in haar_settings.py")
+    ap.add_argument("--split", choices=("test", "valid"), default="test",
+                    help="faces to paste; choose settings on valid, report on test")
     args = ap.parse_args()
     if args.calibrate:
         calibrate_pitch(args.seed)
         return
     cv2.setNumThreads(2)
-    sets = load_sets(args.n, args.seed)
+    sets = load_sets(args.n, args.seed, args.sizes, args.split)
     if args.sets:
         sets = {k: v for k, v in sets.items() if k in args.sets}
     results: dict[str, dict] = {}

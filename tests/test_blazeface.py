@@ -68,7 +68,7 @@ def test_windows_and_dense_scales() -> None:
     x0, y0, side = letterbox(480, 640, 0.5)
     assert side == 1280 and x0 == -320 and y0 == -400
     d = BlazeFaceDetector(mesh=False)
-    assert d.scales(480, 640) == pytest.approx([480 / 640, 256 / 640])
+    assert d.scales(480, 640) == pytest.approx([512 / 640, 224 / 640])
     assert d.scales(120, 160) == []  # no larger than the whole-image window: nothing to add
     assert all(s <= 1.25 for s in BlazeFaceDetector(levels=2, mesh=False).scales(300, 400))
     assert BlazeFaceDetector(levels=2, mesh=False).scales(480, 640)[0] == pytest.approx(1.25)

@@ -140,13 +140,13 @@ def test_input_validation() -> None:
     with pytest.raises(ConfigError, match="takes no level"):
         Occluder("e", "eye_band", 0.2)
     with pytest.raises(ConfigError, match="kind"):
-        Occluder("x", "scarf")
+        Occluder("x", "cape")
 
 
 def test_default_occluders() -> None:
     names = [o.name for o in default_occluders()]
     blocks = [f"block{p}" for p in (10, 20, 30, 40, 50)]
-    assert names == [*blocks, "eye_band", "lower_face"]
+    assert names == [*blocks, "eye_band", "lower_face", "mask", "sunglasses", "hand", "scarf", "hair"]
 
 
 def test_parse_occluders() -> None:
@@ -169,7 +169,7 @@ def test_parse_occluders() -> None:
         ("block:0", "outside"),
         ("block:150", "outside"),
         ("eye_band:0.2", "takes no level"),
-        ("scarf", "unknown"),
+        ("cape", "unknown"),
         ("block:0.1,,eye_band", "empty item"),
     ],
 )

@@ -1,7 +1,7 @@
 """Datasets: canonical labels, loaders for each dataset's own format, subsets and transforms."""
 
 from robustfer.data import ferplus  # noqa: F401  (registers the loader)
-from robustfer.data import affectnet, ckplus, fer2013, folder, jaffe, kdef, rafdb, sfew  # noqa: F401
+from robustfer.data import affectnet, ckplus, fer2013, folder, jaffe, kdef, muxspace, rafdb, sfew  # noqa: F401
 from robustfer.data.base import (
     DATA_ENV,
     FERDataset,

@@ -17,6 +17,11 @@ face crop the dataset provides. Kinds:
   down through mouth and chin, like a surgical mask (40 % of the area). On the mean
   FER2013Test face the nose tip is at about 58-60 % and the mouth at 75-80 % of the height.
 
+* ``mask``, ``sunglasses``, ``hand``, ``scarf``, ``hair``: realistic occluders drawn from the
+  face's landmarks with their own shapes, colours and textures
+  (:mod:`robustfer.data.real_occluders`; the fill does not apply). ``realistic`` in an
+  occluder list means all five.
+
 Fill (``fill=``): ``"black"`` (0, the default, as in most occlusion-robustness papers),
 ``"gray"`` (128), ``"noise"`` (independent uniform 0-255 per pixel and channel, drawn from the
 generator), or an integer 0-255.
@@ -35,10 +40,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robustfer.data.real_occluders import REALISTIC_KINDS, draw_occluder
 from robustfer.errors import ConfigError
 
 #: Occluder kinds.
-OCCLUDER_KINDS: tuple[str, ...] = ("block", "eye_band", "lower_face")
+OCCLUDER_KINDS: tuple[str, ...] = ("block", "eye_band", "lower_face") + REALISTIC_KINDS
 #: Named fills.
 FILLS: dict[str, int | None] = {"black": 0, "gray": 128, "grey": 128, "noise": None}
 #: Default fill.
@@ -64,7 +70,8 @@ class Occluder:
         name: short name for reports (``block30``, ``eye_band``).
         kind: one of :data:`OCCLUDER_KINDS`.
         level: fraction of the image area a ``block`` covers; ``None`` for the band kinds,
-            whose geometry is fixed (:data:`EYE_BAND`, :data:`LOWER_FACE`).
+            whose geometry is fixed (:data:`EYE_BAND`, :data:`LOWER_FACE`), and for the
+            realistic kinds, whose shape follows the face.
     """
 
     name: str
@@ -84,7 +91,7 @@ class Occluder:
                 )
         elif self.level is not None:
             raise ConfigError(
-                f"occluder {self.name!r} of kind {self.kind} takes no level (its band is "
+                f"occluder {self.name!r} of kind {self.kind} takes no level (its shape is "
                 f"fixed), got {self.level!r}; write just {self.kind}."
             )
 
@@ -94,21 +101,35 @@ class Occluder:
         return cls(_level_name(float(level)), "block", float(level))
 
     @property
+    def realistic(self) -> bool:
+        """Whether this is one of the landmark-drawn occluders."""
+        return self.kind in REALISTIC_KINDS
+
+    @property
     def area_fraction(self) -> float:
-        """Nominal fraction of the image area covered."""
+        """Nominal fraction of the image area covered (NaN for the realistic kinds, whose
+        cover varies from face to face)."""
         if self.kind == "block":
             assert self.level is not None
             return float(self.level)
+        if self.realistic:
+            return float("nan")
         lo, hi = EYE_BAND if self.kind == "eye_band" else LOWER_FACE
         return hi - lo
 
 
+def realistic_occluders() -> list[Occluder]:
+    """mask, sunglasses, hand, scarf, hair."""
+    return [Occluder(k, k) for k in REALISTIC_KINDS]
+
+
 def default_occluders() -> list[Occluder]:
-    """block10, block20, block30, block40, block50, eye_band, lower_face."""
+    """block10, block20, block30, block40, block50, eye_band, lower_face, and the realistic
+    mask, sunglasses, hand, scarf, hair."""
     return [Occluder.block(lv) for lv in DEFAULT_BLOCK_LEVELS] + [
         Occluder("eye_band", "eye_band"),
         Occluder("lower_face", "lower_face"),
-    ]
+    ] + realistic_occluders()
 
 
 def parse_occluders(spec: str) -> list[Occluder]:
@@ -116,8 +137,9 @@ def parse_occluders(spec: str) -> list[Occluder]:
 
     Args:
         spec: ``"default"``, ``"none"`` (or empty), or comma-separated items ``block:<level>``,
-            ``eye_band``, ``lower_face`` (e.g. ``"block:0.1,block:0.3,eye_band"``). A level may
-            be a fraction (0.3) or a percentage (30 or 30%).
+            ``eye_band``, ``lower_face``, ``mask``, ``sunglasses``, ``hand``, ``scarf``, ``hair``
+            or ``realistic`` (those five) (e.g. ``"block:0.1,block:0.3,eye_band,mask"``). A level
+            may be a fraction (0.3) or a percentage (30 or 30%).
 
     Returns:
         The occluders in the given order (duplicates removed).
@@ -137,10 +159,13 @@ def parse_occluders(spec: str) -> list[Occluder]:
             raise ConfigError(f"occluder list {spec!r} has an empty item; remove the extra comma.")
         kind, sep, arg = item.partition(":")
         kind = kind.strip()
+        if kind == "realistic" and not sep:
+            out += [o for o in realistic_occluders() if o not in out]
+            continue
         if kind not in OCCLUDER_KINDS:
             raise ConfigError(
                 f"occluder {item!r} in {spec!r} is unknown; expected block:<level>, eye_band, "
-                "lower_face, or the words default / none."
+                f"lower_face, {', '.join(REALISTIC_KINDS)}, realistic, or the words default / none."
             )
         if kind == "block":
             if not sep or not arg.strip():
@@ -230,7 +255,10 @@ def _rows(height: int, band: tuple[float, float]) -> tuple[int, int]:
 def occluder_box(shape: tuple[int, ...], occ: Occluder, rng: np.random.Generator) -> tuple[
     int, int, int, int
 ]:
-    """The covered rectangle ``(y0, x0, y1, x1)`` for an image of ``shape`` (draws from rng)."""
+    """The covered rectangle ``(y0, x0, y1, x1)`` for an image of ``shape`` (draws from rng);
+    blocks and bands only (a realistic occluder is no rectangle)."""
+    if occ.realistic:
+        raise ValueError(f"occluder {occ.name!r} is drawn from the face, not a rectangle; use apply_occluder.")
     height, width = int(shape[0]), int(shape[1])
     if occ.kind == "block":
         assert occ.level is not None
@@ -255,7 +283,8 @@ def apply_occluder(
         occ: the occluder.
         rng: generator, e.g. from :func:`occlusion_rng`; the block position is drawn first,
             then the noise fill.
-        fill: ``"black"`` (default), ``"gray"``, ``"noise"``, or an integer 0-255.
+        fill: ``"black"`` (default), ``"gray"``, ``"noise"``, or an integer 0-255 (checked, but
+            not used by the realistic kinds, which have their own colours).
 
     Returns:
         A new array with the same shape and dtype.
@@ -273,6 +302,8 @@ def apply_occluder(
     if img.shape[0] == 0 or img.shape[1] == 0:
         raise ValueError(f"apply_occluder got an empty image of shape {img.shape}.")
     value = _fill_value(fill)
+    if occ.realistic:
+        return draw_occluder(img, occ.kind, rng)
     y0, x0, y1, x1 = occluder_box(img.shape, occ, rng)
     out = img.copy()
     region = out[y0:y1, x0:x1]

@@ -8,13 +8,20 @@ Layout of the distribution (folder names matched case-insensitively)::
 with class folders Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise. The test labels were
 never released, so published SFEW numbers are on ``Val`` (split ``valid``). Any other class
 folder name is an error rather than silently skipped, so that a misplaced folder is noticed.
+
+Frames of one movie look alike (same actors, lighting, grading), so a held-out check must split
+by movie, never by frame. Subsets ``heldout`` and ``rest`` (e.g. ``sfew:train:heldout``) split
+any split by movie -- the file name's part before ``_<time>_<frame>`` -- with a fixed hash
+(:func:`movie_fold`): about a fifth of the movies are held out, the same ones on every machine.
 """
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
+from typing import Any
 
-from robustfer.data.base import FERDataset, Sample, register_dataset
+from robustfer.data.base import FERDataset, Sample, register_dataset, register_subset
 from robustfer.data.folder import list_images
 from robustfer.data.labels import LabelMap
 from robustfer.errors import DatasetError
@@ -43,7 +50,7 @@ def _split_dir(root: Path, split: str) -> Path:
 @register_dataset(
     "sfew",
     splits=tuple(SPLIT_DIRS),
-    dirnames=("sfew", "SFEW", "SFEW_2", "SFEW2"),
+    dirnames=("sfew", "SFEW", "SFEW_2", "SFEW2", "sfew2"),
     description="SFEW 2.0 movie stills (7 classes, train/valid)",
     has_validation=True,
 )
@@ -71,3 +78,40 @@ def build_sfew(root: Path, split: str, cache: bool = True) -> FERDataset:
     if not samples:
         raise DatasetError(f"SFEW folder {folder} holds no images in class folders.")
     return FERDataset("sfew", split, samples, 7, root=root, cache=cache)
+
+
+#: One movie in this many is held out (``heldout``); the rest are ``rest``.
+MOVIE_FOLDS = 5
+
+
+def movie_of(sample_id: str) -> str:
+    """The movie of an SFEW file (``Airheads_000519240_00000005.png`` -> ``Airheads``)."""
+    stem = Path(sample_id).stem
+    parts = stem.rsplit("_", 2)
+    return parts[0] if len(parts) == 3 else stem
+
+
+def movie_fold(movie: str) -> int:
+    """A movie's fold, 0..MOVIE_FOLDS-1, from a fixed hash of its name (fold 0 is held out)."""
+    return zlib.crc32(movie.encode("utf-8")) % MOVIE_FOLDS
+
+
+def _by_movie(ds: FERDataset, held: bool, subset: str) -> FERDataset:
+    keep = [i for i, s in enumerate(ds.samples) if (movie_fold(movie_of(s.id)) == 0) == held]
+    if not keep:
+        raise DatasetError(f"{ds.spec}: no image in the {subset} movies; are the file names "
+                           "<Movie>_<time>_<frame>.png?")
+    return ds.subset_of(keep, subset)
+
+
+@register_subset("sfew", "heldout")
+def sfew_heldout(ds: FERDataset, data_root: Any = None) -> FERDataset:
+    """The held-out movies (fold 0 of :func:`movie_fold`): a cross-dataset check."""
+    return _by_movie(ds, True, "heldout")
+
+
+@register_subset("sfew", "rest")
+def sfew_rest(ds: FERDataset, data_root: Any = None) -> FERDataset:
+    """Every movie but the held-out ones: extra training data that never shares a movie with
+    ``heldout``."""
+    return _by_movie(ds, False, "rest")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -59,6 +59,10 @@ class AugmentConfig:
         brightness: brightness jitter (fraction).
         contrast: contrast jitter (fraction).
         erasing: probability of erasing one random rectangle (random-erasing regularisation).
+        occluders: probability of drawing one realistic occluder (mask, sunglasses, hand,
+            scarf, hair: :mod:`robustfer.data.real_occluders`) on the face, before the affine,
+            so it moves with the face.
+        occluder_kinds: the kinds drawn from, uniformly.
     """
 
     hflip: float = 0.5
@@ -68,6 +72,8 @@ class AugmentConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     erasing: float = 0.0
+    occluders: float = 0.0
+    occluder_kinds: list[str] = field(default_factory=lambda: ["mask", "sunglasses", "hand", "scarf", "hair"])
 
 
 class TrainTransform:
@@ -82,6 +88,16 @@ class TrainTransform:
 
         self.pre = pre
         self.hflip = aug.hflip
+        self.occluders = float(aug.occluders)
+        self.occluder_kinds = list(aug.occluder_kinds)
+        if self.occluders > 0:
+            from robustfer.data.real_occluders import REALISTIC_KINDS
+
+            bad = [k for k in self.occluder_kinds if k not in REALISTIC_KINDS]
+            if bad or not self.occluder_kinds:
+                from robustfer.errors import ConfigError
+
+                raise ConfigError(f"aug.occluder_kinds={self.occluder_kinds}: choose from {list(REALISTIC_KINDS)}.")
         ops: list[Any] = []
         if aug.hflip > 0:
             ops.append(A.HorizontalFlip(p=aug.hflip))
@@ -117,8 +133,18 @@ class TrainTransform:
             seed = int(np.random.randint(0, 2**31 - 1))
             compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
+    def _occlude(self, img: np.ndarray) -> np.ndarray:
+        """A realistic occluder with probability ``occluders`` (numpy's global generator, seeded
+        per worker like the rest of the augmentation)."""
+        if self.occluders <= 0 or np.random.random() >= self.occluders:
+            return img
+        from robustfer.data.real_occluders import draw_occluder
+
+        kind = self.occluder_kinds[int(np.random.randint(len(self.occluder_kinds)))]
+        return draw_occluder(img, kind, np.random.default_rng(int(np.random.randint(0, 2**31 - 1))))
+
     def __call__(self, img: np.ndarray) -> torch.Tensor:
-        img = to_channels(img, self.pre.in_chans)
+        img = self._occlude(to_channels(img, self.pre.in_chans))
         if self.aug is not None:
             self._reseed(self.aug)
             out = self.aug(image=img)["image"]
@@ -133,7 +159,7 @@ class TrainTransform:
         """
         from robustfer.data.landmarks import flip_points, resize_points
 
-        img = to_channels(img, self.pre.in_chans)
+        img = self._occlude(to_channels(img, self.pre.in_chans))
         pts = np.asarray(pts, dtype=np.float32).reshape(-1, 2)
         if self.hflip > 0 and np.random.random() < self.hflip:
             img = np.ascontiguousarray(img[:, ::-1])

@@ -71,12 +71,14 @@ class EpochSampler(Sampler[int]):
 
     The order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees exactly the
     batches it would have seen. With ``balanced=True`` indices are drawn with replacement with
-    probability proportional to 1 / class frequency. Every rank gets ``ceil(n / world)``
+    probability proportional to 1 / class frequency, and with per-image ``weights`` (times
+    those) in proportion to them. Every rank gets ``ceil(n / world)``
     indices (the global order is padded by wrapping around, as DistributedSampler does).
     """
 
     def __init__(self, labels: np.ndarray, shuffle: bool = True, balanced: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1,
+                 weights: np.ndarray | None = None) -> None:
         self.labels = np.asarray(labels)
         self.shuffle = shuffle
         self.balanced = balanced
@@ -86,7 +88,14 @@ class EpochSampler(Sampler[int]):
         self.epoch = 0
         self.skip = 0
         counts = np.bincount(self.labels, minlength=int(self.labels.max(initial=0)) + 1)
-        self.weights = torch.tensor(1.0 / counts[self.labels], dtype=torch.double)
+        w = 1.0 / counts[self.labels] if balanced else np.ones(len(self.labels))
+        # per-image weights (extra training datasets): drawn with replacement in proportion
+        self.weighted = balanced or (weights is not None and not np.allclose(weights, 1.0))
+        if weights is not None:
+            if len(weights) != len(self.labels):
+                raise ValueError(f"{len(weights)} sampling weights for {len(self.labels)} images")
+            w = w * np.asarray(weights, dtype=np.float64)
+        self.weights = torch.tensor(w, dtype=torch.double)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Select epoch ``epoch``'s order; ``skip`` drops this rank's first ``skip`` indices (a
@@ -100,7 +109,7 @@ class EpochSampler(Sampler[int]):
     def __iter__(self):  # type: ignore[override]
         n = len(self.labels)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        if self.balanced:
+        if self.weighted:
             order = torch.multinomial(self.weights, n, replacement=True, generator=g)
         elif self.shuffle:
             order = torch.randperm(n, generator=g)
@@ -170,13 +179,15 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[li
     return sorted(train), sorted(val)
 
 
-def _build(spec: str, data_cfg: Any, user_opts: dict[str, Any], label_mode: str) -> FERDataset:
+def _build(spec: str, data_cfg: Any, user_opts: dict[str, Any], label_mode: str,
+           fewer_classes: bool = False) -> FERDataset:
     """Build ``spec`` with the engine's options where the loader takes them, then check them.
 
     ``num_classes``, ``cache`` and (FER+) ``label_mode`` are passed only to loaders that
     accept them; ``user_opts`` (``data.train_options`` / ``data.eval_options``) always are,
     so a typo there is an error. A label space that differs from ``data.num_classes`` is an
-    error rather than a silent mismatch.
+    error rather than a silent mismatch, except that ``fewer_classes`` (evaluation) lets a
+    7-class dataset be scored by an 8-class model.
     """
     info = get_dataset_info(parse_spec(spec)[0])
     params = inspect.signature(info.build).parameters
@@ -184,6 +195,13 @@ def _build(spec: str, data_cfg: Any, user_opts: dict[str, Any], label_mode: str)
     opts = {k: v for k, v in engine_opts.items() if k in params}
     opts.update(user_opts)
     ds = build_dataset(spec, data_cfg.root, **opts)
+    if fewer_classes and ds.num_classes < data_cfg.num_classes:
+        # a 7-class set evaluated by an 8-class model: same canonical indices, and a
+        # contempt prediction counts as the error it is
+        wider = FERDataset(ds.name, ds.split, ds.samples, data_cfg.num_classes, root=ds.root,
+                           subset=ds.subset, cache=ds.cache)
+        wider._cache = list(ds._cache)
+        ds = wider
     if ds.num_classes != data_cfg.num_classes:
         raise ConfigError(
             f"{spec} has {ds.num_classes} classes but data.num_classes is {data_cfg.num_classes}; "
@@ -212,12 +230,94 @@ def build_train_val(data_cfg: Any) -> tuple[FERDataset, FERDataset]:
     if data_cfg.val:
         check_not_test(data_cfg.val, "data.val")
         val = _build(data_cfg.val, data_cfg, data_cfg.eval_options, data_cfg.eval_label_mode)
-        return train, val
+        return add_extra_train(train, data_cfg), val
     tr_idx, va_idx = stratified_split(train.labels, data_cfg.val_fraction, data_cfg.val_seed)
-    return (train.subset_of(tr_idx, f"carved-train-{data_cfg.val_seed}"),
+    return (add_extra_train(train.subset_of(tr_idx, f"carved-train-{data_cfg.val_seed}"), data_cfg),
             train.subset_of(va_idx, f"carved-val-{data_cfg.val_seed}"))
 
 
+_EXTRA_KEYS = {"spec", "weight", "align", "options"}
+
+
+def add_extra_train(train: FERDataset, data_cfg: Any) -> FERDataset:
+    """``train`` plus the datasets of ``data.extra_train``, as one dataset.
+
+    Each extra dataset is built like ``train`` (label mode, cache), optionally re-cut by the
+    front end (``align: true``, :func:`robustfer.data.aligned.align_dataset` with the run's
+    crop geometry), and its sample ids are prefixed with its spec so they stay unique. A
+    7-class dataset joins an 8-class run (its labels are canonical indices); its soft targets
+    are one-hot. The result's ``sampling_weights`` (one per image) make the sampler draw each
+    extra image ``weight`` times as often as a ``train`` image; with no extras ``train`` is
+    returned unchanged.
+
+    Raises:
+        ConfigError: on a malformed entry, a test split, or a label space larger than the run's.
+    """
+    extras = list(getattr(data_cfg, "extra_train", None) or [])
+    if not extras:
+        return train
+    from dataclasses import replace
+
+    samples = list(train.samples)
+    caches = list(train._cache)
+    weights = [1.0] * len(samples)
+    names = [(train.spec, len(train), 1.0)]
+    for k, entry in enumerate(extras):
+        where = f"data.extra_train[{k}]"
+        if not isinstance(entry, dict) or "spec" not in entry or set(entry) - _EXTRA_KEYS:
+            raise ConfigError(f"{where} = {entry!r}: use a mapping with keys spec (required), weight, "
+                              "align, options, e.g. {spec: 'sfew:train:rest', weight: 2.0, align: true}.")
+        spec = str(entry["spec"])
+        check_not_test(spec, where)
+        weight = float(entry.get("weight", 1.0))
+        if not weight > 0:
+            raise ConfigError(f"{where}: weight={weight}; use a positive number (1.0 = as often as a "
+                              "data.train image).")
+        info = get_dataset_info(parse_spec(spec)[0])
+        params = inspect.signature(info.build).parameters
+        opts = {k2: v for k2, v in {"cache": data_cfg.cache, "label_mode": data_cfg.label_mode}.items()
+                if k2 in params}
+        if "num_classes" in params:
+            opts["num_classes"] = data_cfg.num_classes
+        opts.update(dict(entry.get("options") or {}))
+        ds = build_dataset(spec, data_cfg.root, **opts)
+        if ds.num_classes > data_cfg.num_classes:
+            raise ConfigError(f"{where}: {spec} has {ds.num_classes} classes, more than data.num_classes="
+                              f"{data_cfg.num_classes}; pass options: {{num_classes: {data_cfg.num_classes}}} "
+                              "if its loader can drop classes.")
+        if entry.get("align"):
+            from robustfer.data.aligned import align_dataset
+
+            ds = align_dataset(ds, size=max(96, 2 * data_cfg.input_size), crop_scale=data_cfg.crop_scale,
+                               crop_shift=data_cfg.crop_shift)
+        for i, s in enumerate(ds.samples):
+            soft = s.soft
+            if soft is not None and len(soft) < data_cfg.num_classes:
+                soft = tuple(soft) + (0.0,) * (data_cfg.num_classes - len(soft))
+            samples.append(replace(s, id=f"{spec}/{s.id}", soft=soft))
+            caches.append(ds._cache[i] if i < len(ds._cache) else None)
+        weights += [weight] * len(ds)
+        names.append((ds.spec, len(ds), weight))
+    out = FERDataset(train.name, train.split, samples, data_cfg.num_classes, root=train.root,
+                     subset=(train.subset + "+" if train.subset else "") + "extra", cache=train.cache)
+    out._cache = caches
+    out.sampling_weights = np.asarray(weights, dtype=np.float64)  # type: ignore[attr-defined]
+    out.sources = names  # type: ignore[attr-defined]
+    return out
+
+
+#: Suffix of an evaluation spec whose faces are re-cut by the front end (``sfew:train:heldout+aligned``).
+ALIGNED_SUFFIX = "+aligned"
+
+
 def build_eval_dataset(spec: str, data_cfg: Any) -> FERDataset:
-    """A dataset for final evaluation, with the eval label mode."""
-    return _build(spec, data_cfg, data_cfg.eval_options, data_cfg.eval_label_mode)
+    """A dataset for final evaluation, with the eval label mode. A spec ending in ``+aligned``
+    is cut by the front end in the run's crop geometry, as the application pipeline cuts faces
+    (:func:`robustfer.data.aligned.align_dataset`; images without a found face are left out)."""
+    if spec.endswith(ALIGNED_SUFFIX):
+        from robustfer.data.aligned import align_dataset
+
+        ds = _build(spec[: -len(ALIGNED_SUFFIX)], data_cfg, data_cfg.eval_options, data_cfg.eval_label_mode, True)
+        return align_dataset(ds, size=max(96, 2 * data_cfg.input_size), crop_scale=data_cfg.crop_scale,
+                             crop_shift=data_cfg.crop_shift, progress=False)
+    return _build(spec, data_cfg, data_cfg.eval_options, data_cfg.eval_label_mode, True)

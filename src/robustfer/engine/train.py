@@ -323,8 +323,12 @@ class Trainer:
         if cfg.data.cache:
             train_ds.preload(progress=cfg.train.progress and dinfo.is_main)
             val_ds.preload(progress=cfg.train.progress and dinfo.is_main)
+        weights = getattr(train_ds, "sampling_weights", None)
+        for spec, n, w in getattr(train_ds, "sources", []):
+            self.say(f"  {spec}: {n} images, sampling weight {w:g}")
         self.sampler = EpochSampler(train_ds.labels, shuffle=True, balanced=cfg.data.balanced_sampling,
-                                    seed=cfg.train.seed, rank=dinfo.rank, world_size=dinfo.world_size)
+                                    seed=cfg.train.seed, rank=dinfo.rank, world_size=dinfo.world_size,
+                                    weights=weights)
         train_view = TorchView(train_ds, TrainTransform(self.pre, cfg.aug))
         self.loader = make_loader(train_view, cfg.train.batch_size, self.sampler, cfg.data.num_workers,
                                   seed=cfg.train.seed + dinfo.rank,

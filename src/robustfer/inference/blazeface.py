@@ -259,9 +259,11 @@ def pose_from_mesh(mesh: np.ndarray) -> tuple[float, float, float]:
 
 #: Long sides (pixels) to which the image is resized for the dense short-range passes, per
 #: ``levels`` (capped by :data:`MAX_SCALE`). Chosen on 300 FER2013Valid faces pasted into photos
-#: (seed 0) for recall within the pipeline time budget (benchmarks/inference_speed.py):
-#: 480 finds faces of ~40-140 px in a 640 x 480 photo, 256 larger ones.
-LEVEL_SIDES = {0: (), 1: (480, 256), 2: (800, 640, 448, 320, 224)}
+#: (seed 0, ``benchmarks/front_end.py --split valid``) for recall within the pipeline time
+#: budget (benchmarks/inference_speed.py): 512 finds faces of ~36-130 px in a 640 x 480 photo,
+#: 224 larger ones. Faces found with 64-199 px pasted sides (``--sizes haar``), single / 2-3 per
+#: photo: 480+256 93.3 / 96.0 %, 512+224 96.3 / 95.7 %; 48-240 px sides: 512+224 91.0 / 91.3 %.
+LEVEL_SIDES = {0: (), 1: (512, 224), 2: (800, 640, 448, 320, 224)}
 #: The largest resize factor per ``levels``: the thorough mode enlarges the image by up to 1.25
 #: for its first pass, which finds faces of 30-50 px (on the FER2013Valid photos: 93.0 -> 95.7 %
 #: of all faces found, false faces 0 -> 1 per 300 photos).
@@ -285,7 +287,7 @@ class BlazeFaceDetector:
             FER2013Valid faces pasted into photos (seed 0): false faces 3 -> 1 for 2.6 points of
             recall (91.3 -> 88.7 %; the thorough mode before its 1.25x pass: false faces
             14 -> 0, recall 94.7 -> 93.0 %).
-        levels: 1 (default: dense passes at long sides 480 and 256), 2
+        levels: 1 (default: dense passes at long sides 512 and 224), 2
             (``"blazeface:thorough"``: 800 (enlarging up to 1.25x), 640, 448, 320 and 224; finds
             most faces down to ~30 px in a 640 x 480 photo, about three times slower), 0
             (``"blazeface:fast"``: letterboxed windows only, for faces that fill a good part of
@@ -363,8 +365,12 @@ class BlazeFaceDetector:
                 ) -> list[Detection]:
         """Merged, mesh-verified, de-duplicated faces from raw candidates."""
         h, w = image.shape[:2]
-        dets = []
+        dets: list[Detection] = []
         for box, score, kp in weighted_nms(boxes, scores, kps, self.iou_threshold)[: self.max_candidates]:
+            # Candidates come best first; one that lands on a face already verified (another
+            # pass's box of the same face) is a duplicate -- skip its mesh, the costly part.
+            if any(_same_face(tuple(box), d.box, self.iou_threshold) for d in dets):
+                continue
             # BlazeFace keypoints: image-left eye, image-right eye, nose tip, mouth centre,
             # image-left tragion, image-right tragion.
             extra: dict[str, Any] = {"nose_point": "tip", "keypoints6": kp.astype(np.float32)}
@@ -388,10 +394,13 @@ class BlazeFaceDetector:
         # overlaps a better one by IoU > iou_threshold or covers over half of the smaller box.
         kept: list[Detection] = []
         for d in sorted(dets, key=lambda d: -d.score):
-            if all(iou(d.box, k.box) <= self.iou_threshold and _overlap_of_smaller(d.box, k.box) <= 0.5
-                   for k in kept):
+            if not any(_same_face(d.box, k.box, self.iou_threshold) for k in kept):
                 kept.append(d)
         return kept
+
+
+def _same_face(a: tuple[float, ...], b: tuple[float, ...], iou_threshold: float) -> bool:
+    return iou(a, b) > iou_threshold or _overlap_of_smaller(a, b) > 0.5
 
 
 def _overlap_of_smaller(a: tuple[float, ...], b: tuple[float, ...]) -> float:
