@@ -114,6 +114,8 @@ def test_unweighted_sampler_is_a_plain_shuffle() -> None:
 
 
 def test_align_dataset_cuts_faces_like_inference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import robustfer.inference  # noqa: F401  (registers the front end's cropper)
+
     monkeypatch.setenv("ROBUSTFER_CACHE", str(tmp_path / "cache"))
     root = _muxspace(tmp_path, [("face.jpg", "happiness"), ("blank.jpg", "neutral")], make=False)
     shutil.copy(SAMPLES / "grace_hopper.jpg", root / "images" / "face.jpg")
@@ -138,3 +140,12 @@ def test_align_dataset_cuts_faces_like_inference(tmp_path: Path, monkeypatch: py
     assert np.array_equal(add_extra_train(train, cfg).load_image(4), crop)
     ev = build_eval_dataset("muxspace:train+aligned", cfg)
     assert len(ev) == 1 and ev.spec == "muxspace:train:aligned"
+
+
+def test_align_without_the_front_end_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import robustfer.data.aligned as aligned
+
+    monkeypatch.setenv("ROBUSTFER_CACHE", str(tmp_path))
+    monkeypatch.setattr(aligned, "_CROPPER", None)
+    with pytest.raises(DatasetError, match="import robustfer.inference"):
+        aligned.align_dataset(build_dataset("synthetic:train", size=2), progress=False)

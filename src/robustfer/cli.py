@@ -19,6 +19,7 @@ from robustfer.errors import ConfigError, RobustferError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import robustfer.inference  # noqa: F401  (registers the front end that cuts `align: true` data)
     from robustfer.engine.config import load_config
     from robustfer.engine.train import train
 
@@ -45,6 +46,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import robustfer.inference  # noqa: F401  (registers the front end for `+aligned` specs)
     from robustfer.engine.evaluate import evaluate_checkpoint
 
     overrides = {}

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +34,31 @@ CACHE_ENV = "ROBUSTFER_CACHE"
 ALIGN_VERSION = 1
 
 
+#: ``fn(image, size, crop_scale, crop_shift, detector) -> crop | None``: the front end's crop
+#: of the largest face. The inference layer registers it when imported (the data layer cannot
+#: import the application); see :func:`set_face_cropper`.
+FaceCropper = Callable[[np.ndarray, int, float, float, str], "np.ndarray | None"]
+_CROPPER: FaceCropper | None = None
+
+
+def set_face_cropper(fn: FaceCropper) -> None:
+    """Register the function that cuts a face crop from a photo (``robustfer.inference`` does)."""
+    global _CROPPER
+    _CROPPER = fn
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "robustfer")
 
 
 def _key(ds: FERDataset, detector: str, size: int, crop_scale: float, crop_shift: float) -> str:
-    from robustfer.inference.align import mesh_template
+    from robustfer.data.real_occluders import TEMPLATE_PATH
 
-    tpl = mesh_template(1.0)
     h = hashlib.sha1()
     h.update(json.dumps([ALIGN_VERSION, ds.spec, detector, size, crop_scale, crop_shift,
                          [s.id for s in ds.samples]]).encode())
-    if tpl is not None:
-        h.update(np.ascontiguousarray(tpl, dtype=np.float64).tobytes())
+    if TEMPLATE_PATH.is_file():  # the alignment target: a new template makes new crops
+        h.update(TEMPLATE_PATH.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -68,9 +81,6 @@ def align_dataset(ds: FERDataset, size: int = 96, crop_scale: float = 1.05, crop
     """
     import cv2
 
-    from robustfer.inference import create_detector
-    from robustfer.inference.align import align_face
-
     path = cache_dir() / "aligned" / f"{ds.name}-{ds.split}-{_key(ds, detector, size, crop_scale, crop_shift)}.npz"
     if path.is_file():
         z = np.load(path)
@@ -78,7 +88,9 @@ def align_dataset(ds: FERDataset, size: int = 96, crop_scale: float = 1.05, crop
     else:
         from tqdm.auto import tqdm
 
-        det = create_detector(detector)
+        if _CROPPER is None:
+            raise DatasetError(f"{ds.spec}: cutting faces with the front end needs robustfer.inference; "
+                               "`import robustfer.inference` before building the data (the robustfer CLI does).")
         found = np.zeros(len(ds), bool)
         crops = np.zeros((len(ds), size, size, 3), np.uint8)
         for i in tqdm(range(len(ds)), desc=f"align {ds.spec}", disable=not progress):
@@ -89,12 +101,9 @@ def align_dataset(ds: FERDataset, size: int = 96, crop_scale: float = 1.05, crop
                 continue
             if img.ndim == 2:
                 img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-            faces = det.detect(np.ascontiguousarray(img[:, :, :3]))
-            if not faces:
-                continue
-            best = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-            crop, _ = align_face(img, best, size, crop_scale, crop_shift)
-            crops[i], found[i] = crop, True
+            crop = _CROPPER(np.ascontiguousarray(img[:, :, :3]), size, crop_scale, crop_shift, detector)
+            if crop is not None:
+                crops[i], found[i] = crop, True
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, found=found, crops=crops)

@@ -34,6 +34,8 @@ luminance of the colours.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -59,14 +61,16 @@ _HAIR = ((20, 16, 14), (45, 30, 22), (80, 50, 30), (120, 80, 45), (200, 170, 110
          (150, 150, 150), (230, 220, 200))
 
 
+#: The FER2013 face-mesh template (the file the inference front end aligns faces to).
+TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "weights" / "face" / "fer_mesh_template.npy"
+
+
+@lru_cache(maxsize=1)
 def template_points() -> np.ndarray:
     """The (468, 2) FER2013 mesh template in crop-side units."""
-    from robustfer.inference.align import _fer_mesh
-
-    t = _fer_mesh()
-    if t is None:
-        raise FileNotFoundError("robustfer/weights/face/fer_mesh_template.npy is missing; reinstall robustfer.")
-    return np.asarray(t, dtype=np.float64)[:, :2]
+    if not TEMPLATE_PATH.is_file():
+        raise FileNotFoundError(f"{TEMPLATE_PATH.name} is missing from robustfer/weights/face; reinstall robustfer.")
+    return np.load(TEMPLATE_PATH).astype(np.float64)[:, :2]
 
 
 def jittered_points(h: int, w: int, rng: np.random.Generator) -> np.ndarray:

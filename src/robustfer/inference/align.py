@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from robustfer.data.aligned import set_face_cropper
 from robustfer.inference.detect import Detection
 
 #: Eye centres (image-left eye first) in FER2013/FERPlus crops, in units of the crop side:
@@ -168,3 +170,24 @@ def crop_points(det: Detection, size: int, crop_scale: float, crop_shift: float,
     origin = np.array([int(round(x1)), int(round(y1))], dtype=np.float64)
     # pixel centres onto pixel centres, as the resize does
     return ((pts - origin + 0.5) * (size / side) - 0.5).astype(np.float32)
+
+
+_DETECTORS: dict[str, Any] = {}
+
+
+def largest_face_crop(image: np.ndarray, size: int, crop_scale: float, crop_shift: float,
+                      detector: str = "blazeface:thorough") -> np.ndarray | None:
+    """The crop of the largest face in ``image`` as the Recognizer cuts it (``None``: no face).
+    Registered with :func:`robustfer.data.aligned.set_face_cropper` for training-data crops."""
+    from robustfer.inference.detect import create_detector
+
+    if detector not in _DETECTORS:
+        _DETECTORS[detector] = create_detector(detector)
+    faces = _DETECTORS[detector].detect(image)
+    if not faces:
+        return None
+    best = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+    return align_face(image, best, size, crop_scale, crop_shift)[0]
+
+
+set_face_cropper(largest_face_crop)
