@@ -308,12 +308,10 @@ def explain(images: Sequence[str | Path], checkpoint: str | Path, out_dir: str |
     from robustfer.errors import RobustferError
     from robustfer.inference import Recognizer
 
-    ckpt = Path(checkpoint)
-    if ckpt.is_dir():
-        ckpt = ckpt / "best.safetensors"
-    if ckpt.suffix != ".safetensors":
-        raise ConfigError(f"explain needs a best.safetensors checkpoint (or its run folder), got {checkpoint}; "
-                          "an ONNX file holds no attention outputs.")
+    from robustfer.runtime.checkpoint import safetensors_checkpoint
+
+    ckpt = safetensors_checkpoint(checkpoint, "explain needs a best.safetensors checkpoint (or its run folder); "
+                                  "an ONNX file holds no attention outputs.")
     rec = Recognizer.from_checkpoint(ckpt, detector=detector)
     model_name = rec.model_name
     written: list[Path] = []

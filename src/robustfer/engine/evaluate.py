@@ -329,14 +329,10 @@ def calibrate_checkpoint(checkpoint: str | Path, spec: str | None, data_root: st
     from robustfer.engine.config import config_from_dict
     from robustfer.engine.data import check_not_test
     from robustfer.engine.device import resolve_device
-    from robustfer.runtime.checkpoint import load_model, save_model
+    from robustfer.runtime.checkpoint import load_model, safetensors_checkpoint, save_model
 
-    ck = Path(checkpoint)
-    if ck.is_dir():
-        ck = ck / "best.safetensors"
-    if ck.suffix != ".safetensors":
-        raise ConfigError(f"{ck}: calibrate a best.safetensors checkpoint, then export it again "
-                          "(`robustfer export`) so the ONNX files carry the temperature.")
+    ck = safetensors_checkpoint(checkpoint, "calibrate a best.safetensors checkpoint (or its run folder), then "
+                                "export it again (`robustfer export`) so the ONNX files carry the temperature.")
     dev = resolve_device(device)
     model, meta = load_model(ck, dev)
     cfg = config_from_dict(meta.config)

@@ -183,3 +183,20 @@ def load_training_state(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"training state {path} cannot be read ({e}); delete it to start the run afresh."
         ) from None
+
+
+def safetensors_checkpoint(path: str | Path, why: str) -> Path:
+    """``path`` as a ``.safetensors`` checkpoint (a run folder means its ``best.safetensors``).
+
+    Raises:
+        ConfigError: for any other file (an ONNX export, a ``last.pt``), with ``why`` -- what the
+            caller needs the checkpoint for and what to do instead.
+    """
+    from robustfer.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "best.safetensors"
+    if p.suffix != ".safetensors":
+        raise ConfigError(f"{path}: {why}")
+    return p
