@@ -116,6 +116,9 @@ class TrainTransform:
                                 hole_width_range=(0.1, 0.4), fill=0, p=aug.erasing)
             )
         self.aug = A.Compose(ops) if ops else None
+        # the clean/occluded pair of the consistency loss: one draw of every operation, applied
+        # to both images
+        self.aug_pair = A.Compose(ops, additional_targets={"occluded": "image"}) if ops else None
         # With landmarks: the same operations but the flip, which with_points does itself so
         # that left and right points swap (albumentations only mirrors the coordinates).
         # The points follow the affine through the matrix albumentations reports having applied
@@ -142,6 +145,27 @@ class TrainTransform:
 
         kind = self.occluder_kinds[int(np.random.randint(len(self.occluder_kinds)))]
         return draw_occluder(img, kind, np.random.default_rng(int(np.random.randint(0, 2**31 - 1))))
+
+    def pair(self, img: np.ndarray, kinds: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two views of one face with the same augmentation draw: as it is and under one
+        realistic occluder (a kind from ``kinds``, default ``occluder_kinds``), for the
+        clean/occluded consistency loss. The occluder is drawn before the affine, so it
+        moves with the face exactly as in :meth:`__call__`."""
+        from robustfer.data.real_occluders import draw_occluder
+
+        kinds = list(kinds or self.occluder_kinds)
+        img = to_channels(img, self.pre.in_chans)
+        kind = kinds[int(np.random.randint(len(kinds)))]
+        occ = draw_occluder(img, kind, np.random.default_rng(int(np.random.randint(0, 2**31 - 1))))
+        occ = occ[:, :, None] if occ.ndim == 2 else occ
+        if self.aug_pair is not None:
+            self._reseed(self.aug_pair)
+            out = self.aug_pair(image=img, occluded=occ)
+            img, occ = out["image"], out["occluded"]
+            img = img[:, :, None] if img.ndim == 2 else img
+            occ = occ[:, :, None] if occ.ndim == 2 else occ
+        size = self.pre.input_size
+        return to_tensor(resize_square(img, size), self.pre), to_tensor(resize_square(occ, size), self.pre)
 
     def __call__(self, img: np.ndarray) -> torch.Tensor:
         img = self._occlude(to_channels(img, self.pre.in_chans))

@@ -154,6 +154,18 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
     checkpoint_minutes: float | None = 10.0
+    #: decay of an EMA of the weights (e.g. 0.999; null: none). Validated every epoch next to
+    #: the raw weights; whichever scores higher on validation is the epoch's candidate for best.
+    ema: float | None = None
+    #: mixup / CutMix Beta(alpha, alpha) parameters (0: off); with both > 0 each mixed batch
+    #: uses one of them at random. ``mix_prob``: fraction of batches mixed.
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mix_prob: float = 1.0
+    #: weight of the clean/occluded consistency term (0: off). Each face is seen twice per
+    #: step, clean and under a realistic occluder (``aug.occluder_kinds``), both with the same
+    #: augmentation; loss = mean of both views' losses + weight * KL(p_clean || p_occluded).
+    consistency: float = 0.0
 
 
 @dataclass
@@ -173,6 +185,20 @@ class EvalConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation (:class:`robustfer.engine.regularize.TeacherEnsemble`).
+
+    ``teachers``: checkpoints (``.safetensors``, run folders, or a shipped name such as
+    ``default``) with the student's preprocessing and classes; empty: no distillation. The
+    loss becomes ``(1 - weight) * loss + weight * T^2 * KL(mean teacher p^T || student p^T)``.
+    """
+
+    teachers: list[str] = field(default_factory=list)
+    weight: float = 0.5
+    temperature: float = 2.0
+
+
+@dataclass
 class Config:
     """A whole experiment."""
 
@@ -185,6 +211,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     @property
     def run_dir(self) -> Path:

@@ -24,12 +24,16 @@ class TorchView(Dataset):
     pixels when every sample of the dataset has L landmarks (moved with the image by the
     transform's ``with_points``). An optional occluder is applied to the decoded image before
     the transform, with a generator derived from (seed, index), so the occluded test set is
-    identical for a given seed whatever the batching.
+    identical for a given seed whatever the batching. With ``pair_occluded`` (the consistency
+    loss) each item also holds ``image_occluded``: the same augmented face under a realistic
+    occluder (:meth:`~robustfer.data.transforms.TrainTransform.pair`).
     """
 
     def __init__(self, ds: FERDataset, transform: Callable[[np.ndarray], torch.Tensor],
-                 occluder: Any = None, occlusion_seed: int = 0, occlusion_fill: str = "black") -> None:
+                 occluder: Any = None, occlusion_seed: int = 0, occlusion_fill: str = "black",
+                 pair_occluded: bool = False) -> None:
         self.ds = ds
+        self.pair_occluded = pair_occluded
         self.transform = transform
         self.occluder = occluder
         self.occlusion_seed = occlusion_seed
@@ -58,7 +62,12 @@ class TorchView(Dataset):
             "index": i,
             "pose_bin": -1 if s.pose_bin is None else s.pose_bin,
         }
-        if self.with_landmarks:
+        if self.pair_occluded:
+            if self.with_landmarks:
+                raise ConfigError("train.consistency does not support models that take landmarks yet; "
+                                  "set train.consistency=0 for this model.")
+            item["image"], item["image_occluded"] = self.transform.pair(img)  # type: ignore[attr-defined]
+        elif self.with_landmarks:
             x, pts = self.transform.with_points(img, self.ds.load_landmarks(i))  # type: ignore[attr-defined]
             item["image"], item["landmarks"] = x, torch.from_numpy(np.asarray(pts, dtype=np.float32))
         else:

@@ -48,6 +48,7 @@ from robustfer.engine.data import (
     seed_loader_for_epoch,
 )
 from robustfer.engine.device import resolve_device, seed_everything, setup_distributed
+from robustfer.engine.regularize import ModelEma, TeacherEnsemble, consistency_kl, distill_kl, mix_batch
 from robustfer.engine.evaluate import (
     calibration_metrics,
     dataset_metrics,
@@ -329,7 +330,15 @@ class Trainer:
         self.sampler = EpochSampler(train_ds.labels, shuffle=True, balanced=cfg.data.balanced_sampling,
                                     seed=cfg.train.seed, rank=dinfo.rank, world_size=dinfo.world_size,
                                     weights=weights)
-        train_view = TorchView(train_ds, TrainTransform(self.pre, cfg.aug))
+        t = cfg.train
+        if t.mixup < 0 or t.cutmix < 0 or not 0.0 <= t.mix_prob <= 1.0 or t.consistency < 0:
+            raise ConfigError(f"train.mixup={t.mixup}, train.cutmix={t.cutmix} (Beta alphas, >= 0), "
+                              f"train.mix_prob={t.mix_prob} (in [0, 1]) and train.consistency="
+                              f"{t.consistency} (>= 0): fix the out-of-range value.")
+        if t.consistency > 0 and (t.mixup > 0 or t.cutmix > 0):
+            raise ConfigError("train.consistency compares a face's clean and occluded views, which "
+                              "mixup/CutMix would mix with other faces: use one or the other.")
+        train_view = TorchView(train_ds, TrainTransform(self.pre, cfg.aug), pair_occluded=t.consistency > 0)
         self.loader = make_loader(train_view, cfg.train.batch_size, self.sampler, cfg.data.num_workers,
                                   seed=cfg.train.seed + dinfo.rank,
                                   drop_last=len(self.sampler) > cfg.train.batch_size)
@@ -362,6 +371,17 @@ class Trainer:
                      + ("" if self.model_landmarks else f" (not used: {cfg.model.name} takes none)"))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps_per_epoch))
         self.task = task_for(model)
+        self.ema = ModelEma(model, cfg.train.ema) if cfg.train.ema is not None else None
+        self.mix_rng = np.random.default_rng(cfg.train.seed + 7919 * (1 + self.dinfo.rank))
+        self.teachers = None
+        if cfg.distill.teachers:
+            if not 0.0 < cfg.distill.weight <= 1.0:
+                raise ConfigError(f"distill.weight={cfg.distill.weight}: use a value in (0, 1] "
+                                  "(0.5 weighs the labels and the teachers equally).")
+            self.teachers = TeacherEnsemble(cfg.distill.teachers, self.pre, train_ds.classes, device,
+                                            cfg.distill.temperature, channels_last=self.channels_last)
+            self.say(f"distilling from {len(self.teachers.models)} teacher(s): {', '.join(cfg.distill.teachers)} "
+                     f"(weight {cfg.distill.weight:g}, T={cfg.distill.temperature:g})")
         self.ddp_model: nn.Module = model
         if self.dinfo.enabled:
             self.ddp_model = nn.parallel.DistributedDataParallel(
@@ -376,11 +396,14 @@ class Trainer:
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "task": self.task.state_dict(),
+            "mix_rng": self.mix_rng.bit_generator.state,
             "epoch": epoch_done, "best": self.best, "best_epoch": self.best_epoch, "history": self.history,
             "bad_epochs": self.bad_epochs, "torch_rng": torch.get_rng_state(),
             "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
             "meta": CheckpointMeta(**self.meta_base, epoch=epoch_done, metrics={}).to_strings(),
         }
+        if self.ema is not None:
+            st["ema"] = self.ema.state_dict()
         if partial is not None:
             st["partial"] = partial
         return st
@@ -397,6 +420,13 @@ class Trainer:
         self.scheduler.load_state_dict(st["scheduler"])
         # a last.pt from before tasks were saved: the scheduler has counted the optimiser steps
         self.task.load_state_dict(st.get("task", {"step": self.scheduler.last_epoch}))
+        if "mix_rng" in st:
+            self.mix_rng.bit_generator.state = st["mix_rng"]
+        if self.ema is not None:
+            if "ema" in st:
+                self.ema.load_state_dict(st["ema"])
+            else:  # a run that had no EMA: start the average at the resumed weights
+                self.ema = ModelEma(self.model, self.ema.decay)
         self.start_epoch, self.best, self.best_epoch = st["epoch"] + 1, st["best"], st["best_epoch"]
         self.history, self.bad_epochs = st["history"], st["bad_epochs"]
         torch.set_rng_state(st["torch_rng"])
@@ -474,9 +504,32 @@ class Trainer:
         tb = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "image"}
         kw = {"landmarks": tb["landmarks"]} if "landmarks" in tb and self.model_landmarks else {}
         kw.update(self.task.forward_kwargs())
+        t = self.cfg.train
+        x, perm, lam = mix_batch(x, t.mixup, t.cutmix, t.mix_prob, self.mix_rng)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
             out = self.ddp_model(x, **kw)
         loss, parts = self.loss_fn(out, tb)
+        if perm is not None:
+            # mixup / CutMix: the loss is linear in the target, so mixing the losses of both
+            # label sets equals the loss against the mixed target
+            loss2, parts2 = self.loss_fn(out, {k: v[perm] for k, v in tb.items()})
+            loss = lam * loss + (1.0 - lam) * loss2
+            parts = {k: lam * v + (1.0 - lam) * parts2.get(k, v) for k, v in parts.items()}
+        if "image_occluded" in tb:
+            x2 = tb["image_occluded"]
+            if self.channels_last:
+                x2 = x2.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                out2 = self.ddp_model(x2, **kw)
+            loss_occ, _ = self.loss_fn(out2, tb)
+            cons = consistency_kl(out.logits, out2.logits)
+            loss = 0.5 * (loss + loss_occ) + t.consistency * cons
+            parts = {**parts, "occluded_ce": float(loss_occ.detach()), "consistency": float(cons.detach())}
+        if self.teachers is not None:
+            w = self.cfg.distill.weight
+            kd = distill_kl(out.logits, self.teachers.probs(x, amp=amp), self.teachers.temperature)
+            loss = (1.0 - w) * loss + w * kd
+            parts = {**parts, "distill": float(kd.detach())}
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {float(loss)} at epoch {epoch} step {step}; lower optim.lr "
@@ -488,25 +541,37 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.task.step_done()
+        if self.ema is not None:
+            self.ema.update(self.model)
         n = x.shape[0]
-        correct = int((out.logits.detach().argmax(1) == tb["label"]).sum())
+        label = tb["label"] if perm is None or lam >= 0.5 else tb["label"][perm]
+        correct = int((out.logits.detach().argmax(1) == label).sum())
         sums.add(float(loss.detach()), parts, correct, n)
 
-    def validate(self) -> dict[str, Any]:
-        """Metrics of the current model on the validation split."""
-        out_v = predict_dataset(self.model, self.val_ds, self.pre, self.device, self.cfg.eval.batch_size,
+    def validate(self, model: nn.Module | None = None) -> dict[str, Any]:
+        """Metrics of the current model (or ``model``) on the validation split."""
+        out_v = predict_dataset(model or self.model, self.val_ds, self.pre, self.device, self.cfg.eval.batch_size,
                                 channels_last=self.channels_last, progress=False, tta=self.cfg.eval.tta)
         return dataset_metrics(self.val_ds, out_v)
 
     def end_epoch(self, epoch: int, sums: _EpochSums, train_time: float) -> dict[str, Any]:
         """Main rank, after epoch ``epoch``: validate, keep the best model, log, save ``last.pt``."""
         vm = self.validate()
-        score = vm[self.cfg.train.select_metric]
+        metric = self.cfg.train.select_metric
+        candidate, weights = self.model, "raw"
+        vm_ema = None
+        if self.ema is not None:
+            # select the EMA or the raw weights on validation, epoch by epoch
+            vm_ema = self.validate(self.ema.module)
+            if vm_ema[metric] > vm[metric]:
+                candidate, weights = self.ema.module, "ema"
+        vbest = vm_ema if weights == "ema" else vm
+        score = vbest[metric]
         improved = score > self.best
         if improved:
             self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
-            save_model(self.run_dir / "best.safetensors", self.model, CheckpointMeta(
-                **self.meta_base, epoch=epoch, metrics={f"val_{k}": vm[k] for k in SELECT_METRICS}))
+            save_model(self.run_dir / "best.safetensors", candidate, CheckpointMeta(
+                **self.meta_base, epoch=epoch, metrics={f"val_{k}": vbest[k] for k in SELECT_METRICS}))
         else:
             self.bad_epochs += 1
         seen = sums.seen
@@ -517,6 +582,10 @@ class Trainer:
             "val_macro_f1": vm["macro_f1"], "epoch_seconds": round(train_time, 1),
             "images_per_second": round(seen * self.dinfo.world_size / max(train_time, 1e-9), 1),
             "best": improved}
+        if vm_ema is not None:
+            row.update({"val_ema_accuracy": vm_ema["accuracy"],
+                        "val_ema_mean_class_accuracy": vm_ema["mean_class_accuracy"],
+                        "val_ema_macro_f1": vm_ema["macro_f1"], "weights": weights})
         if set(sums.parts) != {"ce"}:
             # a method's loss terms (e.g. RAN's region-biased loss), epoch means
             row.update({f"train_{k}": v / max(1, seen) for k, v in sums.parts.items()})
@@ -525,7 +594,9 @@ class Trainer:
         self.save_checkpoint(epoch)
         self.say(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
                  f"val acc {vm['accuracy']:.4f} mca {vm['mean_class_accuracy']:.4f} "
-                 f"({train_time:.0f}s, {row['images_per_second']:.0f} img/s){' *' if improved else ''}")
+                 + (f"| ema acc {vm_ema['accuracy']:.4f} " if vm_ema is not None else "")
+                 + f"({train_time:.0f}s, {row['images_per_second']:.0f} img/s){' *' if improved else ''}"
+                 + (f" ({weights} weights)" if improved and vm_ema is not None else ""))
         return row
 
     def calibrate(self, model: nn.Module, meta: CheckpointMeta) -> CheckpointMeta:
