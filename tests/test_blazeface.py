@@ -229,3 +229,20 @@ def test_most_fer2013_test_crops_are_found(det: BlazeFaceDetector, data_root: Pa
     idx = np.random.default_rng(0).choice(len(ds), 60, replace=False)
     found = sum(bool(det.detect(ds[int(i)][0])) for i in idx)
     assert found >= 54, found
+
+
+def test_rescue_pass_only_runs_when_no_face_passed_and_needs_the_mesh() -> None:
+    with pytest.raises(ConfigError, match="rescue_threshold"):
+        BlazeFaceDetector(rescue_threshold=0.7)
+    assert BlazeFaceDetector(mesh=False, rescue_threshold=0.4).rescue_threshold is None
+    img = load_image(SAMPLES / "grace_hopper.jpg")
+    plain = BlazeFaceDetector().detect(img)
+    rescue = BlazeFaceDetector(rescue_threshold=0.3)
+    calls: list[int] = []
+    real = rescue._finish
+    rescue._finish = lambda *a, **k: calls.append(1) or real(*a, **k)  # type: ignore[method-assign]
+    faces = rescue.detect(img)
+    assert len(calls) == 1 and [f.box for f in faces] == [f.box for f in plain]  # a face: no second chance
+    calls.clear()
+    blank = np.full((240, 320, 3), 128, np.uint8)
+    assert rescue.detect(blank) == [] and len(calls) <= 2

@@ -299,18 +299,31 @@ class BlazeFaceDetector:
         iou_threshold: overlap above which detections are merged.
         max_candidates: at most this many candidates get a mesh (highest scores first).
         threads: ONNX Runtime threads per model.
+        rescue_threshold: when no face passes ``score_threshold`` in a photo, candidates of the
+            same passes scoring at least this much get a second chance: the best
+            ``rescue_candidates`` of them are checked by the face mesh (needs ``mesh``) with
+            ``rescue_mesh_threshold``. It costs nothing on photos where a face was found (the
+            passes already ran) and at most ``rescue_candidates`` mesh runs (~3.4 ms each)
+            on the others. ``None``: off.
     """
 
     name = "blazeface"
 
     def __init__(self, score_threshold: float = 0.55, levels: int = 1, mesh: bool = True,
                  mesh_threshold: float = 0.5, iou_threshold: float = 0.3, max_candidates: int = 50,
-                 threads: int = 2, full_range: bool = False) -> None:
+                 threads: int = 2, full_range: bool = False, rescue_threshold: float | None = None,
+                 rescue_candidates: int = 3, rescue_mesh_threshold: float = 0.5) -> None:
         if not 0.0 < score_threshold < 1.0:
             raise ConfigError(f"score_threshold={score_threshold}: use a value between 0 and 1.")
         if levels not in LEVEL_SIDES:
             raise ConfigError(f"levels={levels}: use 0, 1 (default) or 2.")
+        if rescue_threshold is not None and not 0.0 < rescue_threshold <= score_threshold:
+            raise ConfigError(f"rescue_threshold={rescue_threshold}: use a value in (0, score_threshold="
+                              f"{score_threshold}], or None to turn the second chance off.")
         self.score_threshold = score_threshold
+        self.rescue_threshold = rescue_threshold if mesh else None  # unverified low scores: never
+        self.rescue_candidates = rescue_candidates
+        self.rescue_mesh_threshold = rescue_mesh_threshold
         self.levels = levels
         self.mesh_threshold = mesh_threshold
         self.iou_threshold = iou_threshold
@@ -355,18 +368,29 @@ class BlazeFaceDetector:
             image = np.repeat(image[:, :, None], 3, axis=2)
         image = np.ascontiguousarray(image[:, :, :3])
         h, w = image.shape[:2]
-        parts = [self._short(image, self.windows(h, w), self.score_threshold)]
-        parts += [self._short.dense(image, s, self.score_threshold) for s in self.scales(h, w)]
+        low = self.score_threshold if self.rescue_threshold is None else self.rescue_threshold
+        parts = [self._short(image, self.windows(h, w), low)]
+        parts += [self._short.dense(image, s, low) for s in self.scales(h, w)]
         if self._full is not None:
-            parts.append(self._full(image, [letterbox(h, w)], self.score_threshold))
-        return self._finish(image, *_cat(parts))
+            parts.append(self._full(image, [letterbox(h, w)], low))
+        boxes, scores, kps = _cat(parts)
+        sure = scores > self.score_threshold
+        faces = self._finish(image, boxes[sure], scores[sure], kps[sure])
+        if not faces and self.rescue_threshold is not None and not sure.all():
+            # second chance: nothing passed the threshold, so the best few weaker candidates
+            # go to the mesh, which drops those that are no face
+            faces = self._finish(image, boxes[~sure], scores[~sure], kps[~sure],
+                                 self.rescue_candidates, self.rescue_mesh_threshold)
+        return faces
 
-    def _finish(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray
-                ) -> list[Detection]:
+    def _finish(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray,
+                max_candidates: int | None = None, mesh_threshold: float | None = None) -> list[Detection]:
         """Merged, mesh-verified, de-duplicated faces from raw candidates."""
         h, w = image.shape[:2]
+        max_candidates = self.max_candidates if max_candidates is None else max_candidates
+        mesh_threshold = self.mesh_threshold if mesh_threshold is None else mesh_threshold
         dets: list[Detection] = []
-        for box, score, kp in weighted_nms(boxes, scores, kps, self.iou_threshold)[: self.max_candidates]:
+        for box, score, kp in weighted_nms(boxes, scores, kps, self.iou_threshold)[: max_candidates]:
             # Candidates come best first; one that lands on a face already verified (another
             # pass's box of the same face) is a duplicate -- skip its mesh, the costly part.
             if any(_same_face(tuple(box), d.box, self.iou_threshold) for d in dets):
@@ -378,7 +402,7 @@ class BlazeFaceDetector:
             out_box = box
             if self._mesh is not None:
                 mesh, flag = self.mesh(image, box, kp)
-                if flag < self.mesh_threshold:
+                if flag < mesh_threshold:
                     continue
                 lm = np.stack([mesh[list(MESH_RIGHT_EYE), :2].mean(0), mesh[list(MESH_LEFT_EYE), :2].mean(0),
                                mesh[MESH_NOSE_TIP, :2], mesh[MESH_MOUTH_RIGHT, :2], mesh[MESH_MOUTH_LEFT, :2]])
