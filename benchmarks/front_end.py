@@ -199,10 +199,11 @@ def load_sets(n: int, seed: int, sizes: str = "wide", split: str = "test"
         idx = rng.choice(len(ds), size=min(n, len(ds)), replace=False)
         sets[f"pasted:{sub}"] = pasted_photos([ds[int(i)][0] for i in idx], 1, len(idx), rng, bgs, sizes)
     ds = build_dataset(f"ferplus:{split}", root=ROOT)
-    idx = rng.choice(len(ds), size=min(3 * n, len(ds)), replace=False)
+    m = min(n, len(ds) // 3)  # photos of the multi set: 2-3 distinct faces each
+    idx = rng.choice(len(ds), size=3 * m, replace=False)
     faces = [ds[int(i)][0] for i in idx]
-    sets["multi(2-3)"] = (pasted_photos(faces, 2, n // 2, rng, bgs, sizes) +
-                          pasted_photos(faces[n:], 3, n - n // 2, rng, bgs, sizes))
+    sets["multi(2-3)"] = (pasted_photos(faces, 2, m // 2, rng, bgs, sizes) +
+                          pasted_photos(faces[m:], 3, m - m // 2, rng, bgs, sizes))
     if split != "test":
         return sets
     sfew = build_dataset("sfew:train", root=os.path.join(ROOT, "sfew2"))
