@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from robustfer.data import build_dataset
+from robustfer.data.muxspace import person_fold, person_of
 from robustfer.data.sfew import movie_fold, movie_of
 from robustfer.engine.data import EpochSampler, add_extra_train, build_eval_dataset
 from robustfer.errors import ConfigError, DatasetError
@@ -43,6 +44,24 @@ def test_muxspace_loader(tmp_path: Path) -> None:
 def test_muxspace_real(data_root: Path) -> None:
     ds = build_dataset("muxspace:train", root=data_root)
     assert len(ds) == 3000 and ds.class_counts()["neutral"] == 1152
+
+
+def test_muxspace_split_by_person(tmp_path: Path) -> None:
+    assert person_of("images/George_W_Bush_0012.jpg") == "George_W_Bush"
+    assert person_of("images/facial-expressions_2868582k.jpg") == "facial-expressions_2868582k"
+    rows = [(f"Person_{i}_{j:04d}.jpg", "happiness") for i in range(20) for j in range(2)]
+    _muxspace(tmp_path, rows)
+    held = build_dataset("muxspace:train:heldout", root=tmp_path)
+    rest = build_dataset("muxspace:train:rest", root=tmp_path)
+    hp, rp = {person_of(s.id) for s in held.samples}, {person_of(s.id) for s in rest.samples}
+    assert hp and rp and not hp & rp and len(held) + len(rest) == 40
+    assert all(person_fold(p) == 0 for p in hp) and held.spec == "muxspace:train:heldout"
+
+
+def test_muxspace_real_split(data_root: Path) -> None:
+    held = build_dataset("muxspace:train:heldout", root=data_root)
+    rest = build_dataset("muxspace:train:rest", root=data_root)
+    assert (len(held), len(rest)) == (485, 2515)
 
 
 def _sfew(tmp: Path) -> Path:

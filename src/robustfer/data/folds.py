@@ -10,9 +10,10 @@ every other group and ``all`` is every sample.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 
-from robustfer.data.base import Sample
+from robustfer.data.base import FERDataset, Sample
 from robustfer.errors import DatasetError
 
 #: Split names accepted by loaders that use subject folds.
@@ -79,3 +80,19 @@ def split_by_subject(
     train, test = subject_folds((s.subject or "" for s in samples), num_folds, fold, seed)
     keep = test if split == "test" else train
     return [s for s in samples if (s.subject or "") in keep]
+
+
+def hash_fold(group: str, num_folds: int) -> int:
+    """A group's fold, 0..num_folds-1, from a fixed hash of its name (CRC-32; the same on every
+    machine and Python version, unlike ``hash``)."""
+    return zlib.crc32(group.encode("utf-8")) % num_folds
+
+
+def held_out_by_group(ds: FERDataset, group_of: Callable[[str], str], num_folds: int, held: bool,
+                      subset: str, naming: str) -> FERDataset:
+    """The samples whose group (movie, person...) falls in fold 0 (``held``) or outside it, as the
+    subset ``subset``; an empty result is an error that shows the expected file ``naming``."""
+    keep = [i for i, s in enumerate(ds.samples) if (hash_fold(group_of(s.id), num_folds) == 0) == held]
+    if not keep:
+        raise DatasetError(f"{ds.spec}: no sample in the {subset} part; are the file names {naming}?")
+    return ds.subset_of(keep, subset)

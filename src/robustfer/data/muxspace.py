@@ -9,7 +9,9 @@ Mostly 350x350 greyscale photos of one face with some background, so the faces m
 and aligned before training (``align: true`` in a recipe's ``data.extra_train``: see
 :mod:`robustfer.data.aligned`). Labels are noisy: use it as auxiliary training data and for
 whole-photo checks, not as a headline benchmark. There is one split, ``train`` (every labelled
-photo). Rows whose image file is missing are skipped with a warning, so one missing file does
+photo), with subsets split by person, never by photo: ``heldout`` (one person in
+:data:`PERSON_FOLDS`, a cross-dataset check, e.g. ``muxspace:train:heldout+aligned``) and ``rest``
+(the others, extra training data that never shares a person with ``heldout``). Rows whose image file is missing are skipped with a warning, so one missing file does
 not stop a run; an unknown label is an error naming the row.
 """
 
@@ -17,9 +19,12 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from pathlib import Path
+from typing import Any
 
-from robustfer.data.base import FERDataset, Sample, register_dataset
+from robustfer.data.base import FERDataset, Sample, register_dataset, register_subset
+from robustfer.data.folds import hash_fold, held_out_by_group
 from robustfer.data.labels import canonical_index
 from robustfer.errors import DatasetError
 
@@ -71,3 +76,36 @@ def build_muxspace(root: Path, split: str, cache: bool = False) -> FERDataset:
     if not samples:
         raise DatasetError(f"{csv_path} lists no image present in {root / 'images'}.")
     return FERDataset("muxspace", split, samples, 8, root=root, cache=cache)
+
+
+#: One person in this many is held out (``heldout``); the rest are ``rest``.
+PERSON_FOLDS = 5
+
+
+def person_of(sample_id: str) -> str:
+    """The person of a muxspace photo (``images/George_W_Bush_0012.jpg`` -> ``George_W_Bush``);
+    a name without a trailing ``_<number>`` is its own person."""
+    stem = Path(sample_id).stem
+    return re.sub(r"_\d+$", "", stem)
+
+
+def person_fold(person: str) -> int:
+    """A person's fold, 0..PERSON_FOLDS-1, from a fixed hash of the name (fold 0 is held out)."""
+    return hash_fold(person, PERSON_FOLDS)
+
+
+def _by_person(ds: FERDataset, held: bool, subset: str) -> FERDataset:
+    return held_out_by_group(ds, person_of, PERSON_FOLDS, held, subset, "<Person_Name>_<number>.jpg")
+
+
+@register_subset("muxspace", "heldout")
+def muxspace_heldout(ds: FERDataset, data_root: Any = None) -> FERDataset:
+    """The held-out persons (fold 0 of :func:`person_fold`): a cross-dataset check."""
+    return _by_person(ds, True, "heldout")
+
+
+@register_subset("muxspace", "rest")
+def muxspace_rest(ds: FERDataset, data_root: Any = None) -> FERDataset:
+    """Every person but the held-out ones: extra training data that never shares a person
+    with ``heldout``."""
+    return _by_person(ds, False, "rest")

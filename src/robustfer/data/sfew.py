@@ -17,12 +17,12 @@ any split by movie -- the file name's part before ``_<time>_<frame>`` -- with a 
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Any
 
 from robustfer.data.base import FERDataset, Sample, register_dataset, register_subset
 from robustfer.data.folder import list_images
+from robustfer.data.folds import hash_fold, held_out_by_group
 from robustfer.data.labels import LabelMap
 from robustfer.errors import DatasetError
 
@@ -93,15 +93,11 @@ def movie_of(sample_id: str) -> str:
 
 def movie_fold(movie: str) -> int:
     """A movie's fold, 0..MOVIE_FOLDS-1, from a fixed hash of its name (fold 0 is held out)."""
-    return zlib.crc32(movie.encode("utf-8")) % MOVIE_FOLDS
+    return hash_fold(movie, MOVIE_FOLDS)
 
 
 def _by_movie(ds: FERDataset, held: bool, subset: str) -> FERDataset:
-    keep = [i for i, s in enumerate(ds.samples) if (movie_fold(movie_of(s.id)) == 0) == held]
-    if not keep:
-        raise DatasetError(f"{ds.spec}: no image in the {subset} movies; are the file names "
-                           "<Movie>_<time>_<frame>.png?")
-    return ds.subset_of(keep, subset)
+    return held_out_by_group(ds, movie_of, MOVIE_FOLDS, held, subset, "<Movie>_<time>_<frame>.png")
 
 
 @register_subset("sfew", "heldout")
