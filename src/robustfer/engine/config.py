@@ -44,6 +44,10 @@ class ModelConfig:
 
     name: str = "compact_cnn"
     options: dict[str, Any] = field(default_factory=dict)
+    #: initial weights: a checkpoint (``.safetensors`` or a run folder, e.g. a self-supervised
+    #: ``pretrain`` run); every tensor whose name and shape match is loaded, the rest stays
+    #: freshly initialised (null: train from scratch).
+    init: str | None = None
 
 
 @dataclass
@@ -199,6 +203,27 @@ class DistillConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Self-supervised pretraining (:mod:`robustfer.engine.pretrain`), run by ``robustfer train``
+    when ``method`` is set: the model learns from the training images without their labels and
+    the run's ``best.safetensors`` holds the weights after the last epoch, for ``model.init``.
+
+    ``method``: ``none`` or ``simclr`` (Chen et al., ICML 2020: two views of each face, NT-Xent
+    loss at ``temperature`` on a ``hidden_dim`` -> ``proj_dim`` projection head of the model's
+    features). ``crop_scale``: the smallest fraction of the face's area a view keeps (random
+    resized crops on top of the recipe's ``aug``); ``erasing``: chance of a random erased box
+    per view.
+    """
+
+    method: str = "none"
+    temperature: float = 0.2
+    proj_dim: int = 128
+    hidden_dim: int = 512
+    crop_scale: float = 0.35
+    erasing: float = 0.25
+
+
+@dataclass
 class Config:
     """A whole experiment."""
 
@@ -212,6 +237,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     @property
     def run_dir(self) -> Path:

@@ -122,17 +122,18 @@ def distill_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temper
     return F.kl_div(logq, teacher_probs, reduction="batchmean") * temperature ** 2
 
 
-def resolve_teacher(spec: str) -> Path:
-    """A teacher: a shipped model name (``default``), a ``.safetensors`` file or a run folder."""
+def resolve_checkpoint(spec: str, role: str = "distill teacher") -> Path:
+    """A checkpoint named in a recipe (a distillation teacher, ``model.init``): a shipped model
+    name (``default``), a ``.safetensors`` file or a run folder."""
     from robustfer.runtime.checkpoint import safetensors_checkpoint
     from robustfer.runtime.weights import PRETRAINED, pretrained_path
 
     if spec in PRETRAINED:
         return pretrained_path(spec)
-    path = safetensors_checkpoint(spec, "a distillation teacher must be a .safetensors checkpoint "
-                                        "(or a run folder holding best.safetensors) or a shipped name.")
+    path = safetensors_checkpoint(spec, f"{role} must be a .safetensors checkpoint (or a run folder "
+                                        "holding best.safetensors) or a shipped name.")
     if not path.is_file():
-        raise ConfigError(f"distill teacher {spec!r}: {path} does not exist; train the teacher first "
+        raise ConfigError(f"{role} {spec!r}: {path} does not exist; train that run first "
                           f"or fix the path (shipped names: {sorted(PRETRAINED)}).")
     return path
 
@@ -154,7 +155,7 @@ class TeacherEnsemble:
         self.temperature = float(temperature)
         self.models: list[nn.Module] = []
         for spec in specs:
-            path = resolve_teacher(spec)
+            path = resolve_checkpoint(spec)
             model, meta = load_model(path, device)
             if meta.preprocess != student_pre:
                 raise ConfigError(

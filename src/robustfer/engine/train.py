@@ -350,6 +350,11 @@ class Trainer:
         cfg, device, train_ds = self.cfg, self.device, self.train_ds
         model = create_model(cfg.model.name, num_classes=train_ds.num_classes, in_chans=self.pre.in_chans,
                              **cfg.model.options).to(device)
+        if cfg.model.init:
+            from robustfer.engine.pretrain import load_init_weights
+
+            n, total = load_init_weights(model, cfg.model.init)
+            self.say(f"initial weights: {n} of {total} tensors from {cfg.model.init}")
         # channels-last pays on GPU and on CPU too (oneDNN): ~2x for compact_cnn on 2 cores.
         self.channels_last = cfg.train.channels_last
         if self.channels_last:
@@ -648,10 +653,17 @@ class Trainer:
 def train(cfg: Config) -> dict[str, Any]:
     """Train, select on validation, evaluate ``data.eval``; returns a summary dict.
 
+    With ``pretrain.method`` set, runs self-supervised pretraining instead
+    (:func:`robustfer.engine.pretrain.pretrain`).
+
     Returns:
         ``{"run_dir", "best_epoch", "best_metric", "history", "report"}`` (``report`` is
-        ``None`` on non-main DDP ranks or when ``data.eval`` is empty).
+        ``None`` on non-main DDP ranks, when ``data.eval`` is empty, and for pretraining).
     """
+    if cfg.pretrain.method != "none":
+        from robustfer.engine.pretrain import pretrain
+
+        return pretrain(cfg)
     return Trainer(cfg).fit()
 
 
