@@ -109,13 +109,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recognizer(args: argparse.Namespace) -> object:
+def _recognizer(args: argparse.Namespace, model: str | None = None) -> object:
+    """The recognizer the model options ask for (``model`` instead of ``--model`` if given)."""
     from robustfer.inference import Recognizer
 
     kw: dict = {"detector": args.detector, "batch_size": args.batch_size}
     if getattr(args, "min_score", None) is not None:
         kw["min_score"] = args.min_score
-    return Recognizer.from_pretrained(args.model, backend=args.backend, threads=args.threads, **kw)
+    return Recognizer.from_pretrained(model or args.model, backend=args.backend, threads=args.threads, **kw)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -181,8 +182,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from robustfer.serve import serve
 
-    serve(_recognizer(args), host=args.host, port=args.port,
-          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    mb = 1024 * 1024
+    serve(_recognizer(args), host=args.host, port=args.port, graceful_shutdown_s=args.graceful_shutdown,
+          model_loader=lambda name: _recognizer(args, name),  # other shipped models, loaded alike
+          max_upload_bytes=int(args.max_upload_mb * mb),
+          max_pixels=int(args.max_megapixels * 1e6), max_batch_files=args.max_batch_files,
+          max_video_bytes=int(args.max_video_mb * mb), max_video_frames=args.max_video_frames,
+          max_video_seconds=args.max_video_seconds, timeout_s=args.timeout, workers=args.workers,
+          queue=args.queue)
     return 0
 
 
@@ -288,11 +295,25 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--data-root", help="folder holding the dataset folders (for --calibration)")
     x.set_defaults(fn=_cmd_export)
 
-    sv = sub.add_parser("serve", help="HTTP service: POST /predict with an image, GET /health")
+    sv = sub.add_parser("serve", help="web page and HTTP API: photos, videos, webcam (open http://HOST:PORT/)")
     model_args(sv)
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--max-upload-mb", type=float, default=10.0)
+    sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image upload (413 above)")
+    sv.add_argument("--max-megapixels", type=float, default=40.0,
+                    help="largest image, read from its header before decoding (422 above)")
+    sv.add_argument("--max-batch-files", type=int, default=16, help="most files per /predict/batch request")
+    sv.add_argument("--max-video-mb", type=float, default=100.0, help="largest video upload (413 above)")
+    sv.add_argument("--max-video-frames", type=int, default=300,
+                    help="most frames analysed per video, after --stride (longer videos: truncated)")
+    sv.add_argument("--max-video-seconds", type=float, default=120.0, help="longest stretch of video analysed")
+    sv.add_argument("--timeout", type=float, default=60.0, help="seconds per request, queueing included (504 above)")
+    sv.add_argument("--workers", type=int, default=0,
+                    help="inferences run at once (default 0: one per CPU core)")
+    sv.add_argument("--queue", type=int, default=16,
+                    help="requests that may wait for a worker; more get 503 with Retry-After")
+    sv.add_argument("--graceful-shutdown", type=float, default=10.0,
+                    help="seconds in-flight requests get to finish on Ctrl-C / SIGTERM")
     sv.set_defaults(fn=_cmd_serve)
 
     ap = sub.add_parser("annotate-pose", help="write a pose-label file (image id -> yaw, bin) for a dataset")

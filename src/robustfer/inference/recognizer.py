@@ -19,6 +19,7 @@ geometry and normalisation come from the checkpoint's :class:`Preprocess`.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -234,6 +235,27 @@ class Recognizer:
         rec.source = str(path)
         rec.model_name = meta.model_name
         return rec
+
+    def clone(self, detector: str | FaceDetector | None = None, **options: Any) -> Recognizer:
+        """A recognizer that shares this one's classifier but builds its own detector.
+
+        For threads: ONNX Runtime sessions and PyTorch modules in inference mode may be called
+        from several threads at once, OpenCV's cascade classifier is not documented as safe to,
+        so a service gives each worker thread its own clone (the web service does).
+
+        Args:
+            detector: the clone's detector spec (default: this one's).
+            **options: other attributes to change, e.g. ``max_pixels``.
+        """
+        other = copy.copy(self)
+        other._detector_spec = self._detector_spec if detector is None else detector
+        other._detector = None
+        for k, v in options.items():
+            if not hasattr(self, k):
+                raise ConfigError(f"Recognizer.clone: unknown option {k!r}; use batch_size, max_faces, "
+                                  "min_score, use_landmarks or max_pixels.")
+            setattr(other, k, v)
+        return other
 
     @property
     def detector(self) -> FaceDetector:
