@@ -291,6 +291,35 @@ def test_full_queue_answers_503_with_retry_after(live_server) -> None:
     assert busy.headers["Retry-After"] == "1" and "busy" in busy.json()["detail"]
 
 
+def test_a_body_that_trickles_in_answers_408(live_server) -> None:
+    """slowloris: headers promise 1,000 bytes, one arrives per 0.2 s; the server answers 408 at
+    its body deadline and keeps serving others meanwhile."""
+    import socket
+    from urllib.parse import urlparse
+
+    with live_server(create_app(SlowRecognizer(0.0), body_timeout_s=1.0)) as url:
+        u = urlparse(url)
+        with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                      b"Content-Length: 1000\r\n\r\n"
+                      b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n')
+            t, reply = time.monotonic(), b""
+            s.setblocking(False)
+            while time.monotonic() - t < 4 and b"\r\n\r\n" not in reply:
+                try:
+                    s.send(b"x")
+                except OSError:
+                    break
+                time.sleep(0.2)
+                try:
+                    reply += s.recv(4096)
+                except BlockingIOError:
+                    pass
+            assert _post(url, "x.png", b"x").status_code == 200  # others are served meanwhile
+        assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in reply, reply[:200]
+        assert time.monotonic() - t < 3
+
+
 def test_slow_request_answers_504(live_server) -> None:
     with live_server(create_app(SlowRecognizer(1.5), timeout_s=0.3)) as url:
         t = time.monotonic()

@@ -188,7 +188,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           max_upload_bytes=int(args.max_upload_mb * mb),
           max_pixels=int(args.max_megapixels * 1e6), max_batch_files=args.max_batch_files,
           max_video_bytes=int(args.max_video_mb * mb), max_video_frames=args.max_video_frames,
-          max_video_seconds=args.max_video_seconds, timeout_s=args.timeout, workers=args.workers,
+          max_video_seconds=args.max_video_seconds, timeout_s=args.timeout,
+          body_timeout_s=args.body_timeout, workers=args.workers,
           queue=args.queue)
     return 0
 
@@ -308,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="most frames analysed per video, after --stride (longer videos: truncated)")
     sv.add_argument("--max-video-seconds", type=float, default=120.0, help="longest stretch of video analysed")
     sv.add_argument("--timeout", type=float, default=60.0, help="seconds per request, queueing included (504 above)")
+    sv.add_argument("--body-timeout", type=float, default=30.0,
+                    help="seconds to receive a request's whole body (408 above; stops slow uploads)")
     sv.add_argument("--workers", type=int, default=0,
                     help="inferences run at once (default 0: one per CPU core)")
     sv.add_argument("--queue", type=int, default=16,

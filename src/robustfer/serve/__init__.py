@@ -40,6 +40,9 @@ Limits (:func:`create_app` keyword / ``robustfer serve`` option, default):
   ``truncated: true`` and a note.
 * ``timeout_s`` / ``--timeout`` (60 s): a request that has not finished, queueing included, is
   answered 504 (its inference still finishes in the background and holds its worker).
+* ``body_timeout_s`` / ``--body-timeout`` (30 s): a request body that has not fully arrived this
+  long after the request started is answered 408, so slow or stalled uploads (slowloris) do not
+  hold connections for ever.
 * ``workers`` / ``--workers`` (one per CPU core): inferences that run at once, each in its own
   thread with its own face detector (the classifier, thread-safe, is shared); ``queue`` /
   ``--queue`` (16): requests that may wait for a worker. Beyond ``workers + queue`` a request is
@@ -80,7 +83,7 @@ def create_app(recognizer: Any, max_upload_bytes: int = 10 * 1024 * 1024, *,
         model_name: the default model's name in ``/health`` (default: the shipped model's name
             or the checkpoint's file name).
         **limits: ``max_pixels``, ``max_batch_files``, ``max_video_bytes``,
-            ``max_video_frames``, ``max_video_seconds``, ``timeout_s``, ``workers`` (0 = one
+            ``max_video_frames``, ``max_video_seconds``, ``timeout_s``, ``body_timeout_s``, ``workers`` (0 = one
             per CPU core) and ``queue``; see the module docstring.
 
     Raises:

@@ -45,6 +45,7 @@ class Limits:
     max_video_frames: int = 300
     max_video_seconds: float = 120.0
     timeout_s: float = 60.0
+    body_timeout_s: float = 30.0
     workers: int = 0  # 0: one per CPU core
     queue: int = 16
 
@@ -68,7 +69,8 @@ def _too_large(n: float | None, limit: float, path: str) -> str:
 
 class BodyLimit:
     """ASGI middleware: 413 for a request body over :meth:`Limits.body_limit`, from the
-    ``Content-Length`` header before the body is read, or while it is read (chunked uploads)."""
+    ``Content-Length`` header before the body is read, or while it is read (chunked uploads);
+    408 for a body that has not fully arrived ``body_timeout_s`` after the request started."""
 
     def __init__(self, app: Any, limits: Limits) -> None:
         self.app = app
@@ -84,10 +86,16 @@ class BodyLimit:
             response = JSONResponse({"detail": _too_large(int(n), told, path)}, status_code=413)
             return await response(scope, receive, send)
         seen = 0
+        deadline = asyncio.get_running_loop().time() + self.limits.body_timeout_s
 
         async def counted() -> dict:
             nonlocal seen
-            message = await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:  # a body trickling in (slowloris) must not hold a connection for ever
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.001))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the request body did not arrive within {self.limits.body_timeout_s:g} s "
+                                         "(limit --body-timeout); send it at once, or from a faster link.") from None
             seen += len(message.get("body", b""))
             if seen > limit:  # FastAPI passes an HTTPException from the body on unchanged
                 raise HTTPException(413, _too_large(None, told, path))

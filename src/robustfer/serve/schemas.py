@@ -124,6 +124,7 @@ class LimitsOut(BaseModel):
     max_video_frames: int = Field(description="most frames analysed per video (after the stride)")
     max_video_seconds: float = Field(description="longest stretch of video analysed, in seconds")
     timeout_s: float = Field(description="per request, queueing included (504 above)")
+    body_timeout_s: float = Field(description="to receive a request's whole body (408 above)")
     workers: int = Field(description="inferences run at once")
     queue: int = Field(description="requests that may wait for a worker (503 with Retry-After beyond)")
 
