@@ -1,0 +1,236 @@
+"""The attention comparison: its recipes (recipes/cmp_*.yaml on _base/cmp_base.yaml) differ only in
+the method, every row trains a step, and benchmarks/attention_comparison.py records, skips, resumes
+and tabulates runs (tiny synthetic runs into temporary folders)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robustfer.cli import main as cli
+from robustfer.engine.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+SCRIPT = REPO / "benchmarks" / "attention_comparison.py"
+
+spec = importlib.util.spec_from_file_location("attention_comparison", SCRIPT)
+cmp = importlib.util.module_from_spec(spec)
+sys.modules.setdefault("attention_comparison", cmp)
+spec.loader.exec_module(cmp)
+
+#: Synthetic data at tiny sizes, one step of one epoch; the models keep their recipes' options.
+TINY = ["train.progress=false", "data.train=synthetic:train", "data.val=synthetic:valid",
+        "data.extra_train=[]", "data.pose_file=null", "data.train_options={size: 32}",
+        "data.eval_options={size: 16}", "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=1",
+        "eval.plots=false"]
+#: The resolved keys a row may set for itself: its method.
+METHOD_KEYS = ("name", "model", "loss")
+
+
+def resolved(name: str) -> dict:
+    return load_config(RECIPES / name).to_dict()
+
+
+def without(d: dict, *keys: str) -> dict:
+    out = json.loads(json.dumps(d))
+    for key in keys:
+        *parents, last = key.split(".")
+        node = out
+        for p in parents:
+            node = node[p]
+        node.pop(last)
+    return out
+
+
+# ------------------------------------------------------------------ the recipes
+def test_every_row_has_a_recipe_and_a_gpu_counterpart() -> None:
+    files = sorted(p.name for p in RECIPES.glob("cmp_*.yaml"))
+    assert files == sorted([f"cmp_{r}.yaml" for r in cmp.ROWS] + [f"cmp_{r}_gpu.yaml" for r in cmp.ROWS])
+    assert cmp.ROWS[0] == cmp.BASELINE
+
+
+@pytest.mark.parametrize("row", cmp.ROWS)
+def test_rows_differ_from_the_baseline_only_in_the_method(row: str) -> None:
+    base = resolved("cmp_baseline.yaml")
+    got = resolved(f"cmp_{row}.yaml")
+    own = (*METHOD_KEYS, "data.pose_file") if row == "phanet" else METHOD_KEYS  # PhaNet's pose labels
+    assert without(got, *own) == without(base, *own)
+    assert got["train"]["epochs"] == 20 and got["model"]["options"]["drop_rate"] == 0.3
+    assert got["aug"]["occluders"] == 0.25 and got["aug"]["erasing"] == 0.25
+    assert got["eval"]["occluders"] == "default"
+    assert got["distill"]["teachers"] == []
+    assert got["data"]["eval"] == ["ferplus:test", "ferplus:test:pose30", "ferplus:test:pose45",
+                                   "ferplus:test:occlusion", "sfew:train:heldout+aligned",
+                                   "muxspace:train:heldout+aligned"]
+    if "width" in got["model"]["options"]:
+        assert got["model"]["options"]["width"] == 1.0
+
+
+def test_baseline_is_the_v2_final_recipe_at_20_epochs_without_distillation() -> None:
+    final = resolved("ferplus_v2_final.yaml")
+    base = resolved("cmp_baseline.yaml")
+    assert base["model"] == final["model"] and base["data"] == final["data"] and base["aug"] == final["aug"]
+    keys = ("name", "train.epochs", "distill.teachers")
+    assert without(base, *keys) == without(final, *keys)
+    assert final["distill"]["teachers"] and not base["distill"]["teachers"]
+
+
+@pytest.mark.parametrize("row", cmp.ROWS)
+def test_gpu_counterparts_change_only_the_loader(row: str) -> None:
+    cpu, gpu = resolved(f"cmp_{row}.yaml"), resolved(f"cmp_{row}_gpu.yaml")
+    assert gpu["data"]["num_workers"] == 8 and gpu["name"] == f"cmp_{row}_gpu"
+    assert without(gpu, "name", "data.num_workers") == without(cpu, "name", "data.num_workers")
+    assert cmp.recipe_hash(gpu) == cmp.recipe_hash(cpu)  # the same experiment in the results file
+
+
+def test_ran_landmark_boxes_are_the_front_ends_template_landmarks() -> None:
+    """cmp_ran_landmarks's boxes are what regions='landmarks' cuts around the five landmarks the
+    default front end gives, placed on its alignment template (where they sit in aligned crops)."""
+    import torch
+
+    from robustfer.inference import blazeface
+    from robustfer.inference.align import mesh_template
+    from robustfer.layers.regions import landmark_boxes
+
+    cfg = load_config(RECIPES / "cmp_ran_landmarks.yaml")
+    t = mesh_template(cfg.data.crop_scale)
+    if t is None:
+        pytest.skip("the face-mesh template is not installed")
+    five = np.stack([t[list(blazeface.MESH_RIGHT_EYE)].mean(0), t[list(blazeface.MESH_LEFT_EYE)].mean(0),
+                     t[blazeface.MESH_NOSE_TIP], t[blazeface.MESH_MOUTH_RIGHT], t[blazeface.MESH_MOUTH_LEFT]])
+    size = cfg.data.input_size
+    side = cfg.model.options.get("landmark_side", 0.4)
+    want = landmark_boxes(torch.tensor(five[None] * size, dtype=torch.float32), (size, size), side)[0]
+    got = torch.tensor(cfg.model.options["boxes"])
+    assert cfg.model.options["regions"] == "fixed"
+    assert torch.allclose(got, want, atol=1e-3), (got, want)
+
+
+def test_recipe_hash_ignores_names_seeds_and_speed_settings() -> None:
+    a = load_config(RECIPES / "cmp_ran.yaml").to_dict()
+    b = load_config(RECIPES / "cmp_ran.yaml", ["name=x", "train.seed=3", "train.threads=1",
+                                              "data.num_workers=4", "train.progress=false"]).to_dict()
+    assert cmp.recipe_hash(a) == cmp.recipe_hash(b)
+    shorter = load_config(RECIPES / "cmp_ran.yaml", ["train.epochs=1"]).to_dict()
+    assert cmp.recipe_hash(a) != cmp.recipe_hash(shorter)
+    assert cmp.recipe_hash(a) != cmp.recipe_hash(resolved("cmp_ran_no_rb.yaml"))
+
+
+# ------------------------------------------------------------------ every row trains
+@pytest.mark.parametrize("row", cmp.ROWS)
+def test_row_builds_its_model_and_trains_a_step(row: str, tmp_path: Path, one_thread: None) -> None:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli(["train", "--config", str(RECIPES / f"cmp_{row}.yaml"), "--output-dir", str(tmp_path),
+                  "--name", row, *TINY, "data.eval=[]"])
+    assert rc == 0, buf.getvalue()
+    saved = load_config(tmp_path / row / "config.yaml")
+    assert saved.model.name == load_config(RECIPES / f"cmp_{row}.yaml").model.name
+    assert saved.aug.occluders == 0.25 and saved.data.input_size == 48
+    assert len((tmp_path / row / "metrics.csv").read_text().splitlines()) == 2  # header + epoch 1
+
+
+# ------------------------------------------------------------------ the runner
+def test_seeds_and_order() -> None:
+    seeds = cmp.parse_seeds(cmp.DEFAULT_SEEDS, list(cmp.ROWS))
+    assert seeds["baseline"] == 3 and all(seeds[r] == 2 for r in cmp.ROWS if r != "baseline")
+    assert cmp.plan(["baseline", "ran"], {"baseline": 3, "ran": 2}) == [
+        ("baseline", 0), ("ran", 0), ("baseline", 1), ("ran", 1), ("baseline", 2)]
+    with pytest.raises(SystemExit, match="no row"):
+        cmp.parse_seeds(["nope=2"], ["ran"])
+
+
+def _line(row: str, seed: int, test: float, h: str = "h1", created: str = "2026-01-01T00:00:00") -> dict:
+    return {"row": row, "seed": seed, "recipe_hash": h, "created": created, "test": test, "params": 1_170_000,
+            "occluders": {"block30": test - 10, "mask": test - 20}}
+
+
+def test_record_replaces_the_line_of_the_same_run(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    cmp.record(path, _line("ran", 0, 80.0))
+    cmp.record(path, _line("ran", 1, 81.0))
+    cmp.record(path, _line("ran", 0, 82.0))  # seed 0 again: replaced in place
+    cmp.record(path, _line("ran", 0, 83.0, h="h2"))  # another recipe: a line of its own
+    lines = cmp.read_lines(path)
+    assert [(o["seed"], o["test"], o["recipe_hash"]) for o in lines] == [(0, 82.0, "h1"), (1, 81.0, "h1"),
+                                                                        (0, 83.0, "h2")]
+
+
+def test_table_marks_differences_beyond_the_seed_spread() -> None:
+    lines = [_line("baseline", s, v) for s, v in enumerate([80.0, 81.0, 82.0])]  # 81 +- 1
+    lines += [_line("ran", s, v) for s, v in enumerate([85.0, 86.0])]  # 85.5 +- 0.71: beyond
+    lines += [_line("aha", s, v) for s, v in enumerate([81.5, 82.5])]  # 82 +- 0.71: within
+    lines += [_line("scan_cci", 0, 90.0)]  # one seed: never marked
+    lines += [_line("aha", 0, 10.0, h="old", created="2025-01-01T00:00:00")]  # older recipe: left out
+    text = cmp.table(lines)
+    rows = {r.split("|")[1].strip(): r for r in text.splitlines() if r.startswith("| `")}
+    assert "81.00 ± 1.00" in rows["`baseline`"]
+    assert "**85.50 ± 0.71 (+4.50)**" in rows["`ran`"]
+    assert "82.00 ± 0.71" in rows["`aha`"] and "**" not in rows["`aha`"]
+    assert "90.00" in rows["`scan_cci`"] and "**" not in rows["`scan_cci`"]
+    assert rows["`aha`"].rstrip(" |").endswith("2") and "1.17 M" in rows["`aha`"]
+    assert "|mean - baseline mean| > std + baseline std" in text
+    assert "aha: 1 line(s) of an older recipe" in text
+    assert "72.00 ± 0.71" in rows["`aha`"]  # the 30 % block column
+
+
+def test_gpu_without_counterparts_and_missing_pose_files_refuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cmp, "RECIPES", tmp_path)  # no recipes at all
+    assert cmp.main(["--gpu", "--rows", "ran", "--results", str(tmp_path / "r.jsonl")]) == 2
+    assert "no GPU counterpart for cmp_ran_gpu.yaml" in capsys.readouterr().err
+    monkeypatch.setattr(cmp, "RECIPES", RECIPES)
+    monkeypatch.chdir(tmp_path)  # no poses/ here
+    assert cmp.main(["--rows", "phanet", "--results", str(tmp_path / "r.jsonl"),
+                     "--output-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "poses/ferplus_train.csv" in err and "annotate-pose" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_runner_records_skips_resumes_and_tabulates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, results = tmp_path / "runs", tmp_path / "results" / "runs.jsonl"
+    overrides = [*TINY[1:], "train.threads=1", "data.eval=[synthetic:test]", "eval.occlusion_on=[first]",
+                 "eval.occluders=block:0.3,eye_band,lower_face,realistic"]
+    argv = ["--rows", "baseline", "ran_no_rb", "--seeds", "2", "--output-dir", str(out),
+            "--results", str(results)]
+    argv += [a for o in overrides for a in ("--override", o)]
+    assert cmp.main(argv) == 0
+    first = capsys.readouterr().out
+    assert first.count(": training (log:") == 4
+    lines = cmp.read_lines(results)
+    assert sorted((o["row"], o["seed"]) for o in lines) == [
+        ("baseline", 0), ("baseline", 1), ("ran_no_rb", 0), ("ran_no_rb", 1)]
+    one = lines[0]
+    assert one["recipe"] == "recipes/cmp_baseline.yaml" and one["epochs"] == 1 and one["best_epoch"] == 1
+    assert one["test_spec"] == "synthetic:test" and one["test"] is not None
+    assert one["val_accuracy"] is not None
+    assert set(one["occluders"]) == {"block30", "eye_band", "lower_face", *cmp.REALISTIC}
+    assert one["realistic"] is not None and one["params"] == 1_165_416 and one["hardware"]["torch"]
+    assert one["images_per_second"] and one["train_wall_seconds"] and one["ece"] is not None
+    assert one["pose30"] is None  # not evaluated on synthetic data
+
+    # a re-run skips the finished runs, and finishes one whose report is missing from its last.pt
+    (out / "cmp_ran_no_rb_s1" / "report.json").unlink()
+    assert cmp.main(argv) == 0
+    again = capsys.readouterr().out
+    assert again.count("finished, skipped") == 3 and again.count("resuming from last.pt") == 1
+    assert "resumed from" in (out / "cmp_ran_no_rb_s1.log").read_text()
+    assert len(cmp.read_lines(results)) == 4
+
+    assert cmp.main(["--table", "--results", str(results), "--table-out", str(tmp_path / "t.md")]) == 0
+    text = capsys.readouterr().out
+    assert "| `baseline` |" in text and "| `ran_no_rb` |" in text and " ± " in text
+    assert (tmp_path / "t.md").read_text() == text
