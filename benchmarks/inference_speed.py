@@ -3,7 +3,7 @@
 Measures (medians over repeated runs, after warm-up):
 
 1. per-face classification latency, batch 1, with ONNX Runtime (float32 and the shipped int8
-   model, ``ferplus_compact_cnn.int8.onnx``) and with PyTorch;
+   model, ``ferplus_v2.int8.onnx``) and with PyTorch;
 2. batched classification throughput (faces/s), batch 64, the same three ways;
 3. the whole pipeline -- decode-free ``Recognizer.predict`` on a 640x480 RGB photo with one face
    (detect + face mesh + align + pose + classify) -- for the default detector with each backend,

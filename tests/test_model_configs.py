@@ -234,7 +234,9 @@ def test_the_shipped_checkpoint_loads_from_its_saved_options() -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    path = Path(__file__).resolve().parents[1] / "src/robustfer/weights/ferplus_compact_cnn.safetensors"
+    from robustfer.runtime.weights import pretrained_path
+
+    path = pretrained_path("default")
     with safe_open(str(path), framework="pt") as f:
         md = f.metadata()
     options = json.loads(md["model_options"])  # JSON: convs_per_stage is a list

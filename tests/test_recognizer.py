@@ -75,7 +75,8 @@ def test_detect_false_classifies_the_whole_image(rec: Recognizer) -> None:
 
 
 def test_detect_false_matches_the_engine_on_a_crop(rec: Recognizer) -> None:
-    """Same preprocessing as training/evaluation: the Recognizer and the model agree exactly."""
+    """Same preprocessing as training/evaluation, and the checkpoint's temperature: the
+    Recognizer and the model agree exactly."""
     from robustfer.data.transforms import EvalTransform
 
     rng = np.random.default_rng(0)
@@ -83,7 +84,8 @@ def test_detect_false_matches_the_engine_on_a_crop(rec: Recognizer) -> None:
     p_rec = np.array(list(rec.predict(crop, detect=False)[0].probabilities.values()))
     x = EvalTransform(rec.preprocess)(crop)[None]
     with torch.no_grad():
-        p_eng = rec.classifier.model(x).logits.softmax(1)[0].numpy()
+        p_eng = (rec.classifier.model(x).logits / rec.classifier.temperature).softmax(1)[0].numpy()
+    assert rec.classifier.temperature != 1.0  # the shipped model is calibrated
     assert np.abs(p_rec - p_eng).max() < 1e-5
 
 

@@ -6,9 +6,12 @@ from pathlib import Path
 
 from robustfer.errors import ConfigError
 
-#: Pretrained models shipped inside the package: name -> file in robustfer/weights/. Each has its
-#: float32 ONNX export (``.onnx``) and int8 file (``.int8.onnx``) beside it (see MODEL_CARD.md).
-PRETRAINED = {"default": "ferplus_compact_cnn.safetensors"}
+#: Pretrained models shipped inside the package: name -> file in robustfer/weights/ (see
+#: MODEL_CARD.md). ``default`` (version 2: FERPlus + SFEW + muxspace_dev, realistic occluders,
+#: calibrated) has its float32 ONNX export (``.onnx``) and int8 file (``.int8.onnx``) beside it;
+#: ``ferplus-v1``, the FERPlus-only model it replaced (kept for comparison and as the
+#: distillation teacher of the version-2 recipe), ships as ``.safetensors`` only (PyTorch backend).
+PRETRAINED = {"default": "ferplus_v2.safetensors", "ferplus-v1": "ferplus_compact_cnn.safetensors"}
 
 
 def pretrained_path(name: str) -> Path:
