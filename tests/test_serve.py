@@ -154,6 +154,12 @@ def test_bad_uploads(server: str, data: bytes, status: int, text: str) -> None:
     assert r.status_code == status and text in r.json()["detail"], r.text
 
 
+def test_malformed_multipart_says_what_to_do(server: str) -> None:
+    r = httpx.post(server + "/predict", content=b"--x\r\nnot a part",
+                   headers={"content-type": "multipart/form-data; boundary=b"}, timeout=30)
+    assert r.status_code == 400 and "curl -F file=@photo.jpg" in r.json()["detail"], r.text
+
+
 def test_missing_file_field(server: str) -> None:
     r = httpx.post(server + "/predict", files={"image": ("x.jpg", PHOTO)}, timeout=10)
     assert r.status_code == 422 and "'file' is missing" in r.json()["detail"]

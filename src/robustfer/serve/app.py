@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 
@@ -189,6 +190,15 @@ def build_app(recognizer: Any, limits: Limits, model_loader: Callable[[str], Any
             (503, "every worker busy and the queue full; retry after the Retry-After header's seconds"),
             (504, "the request took longer than the timeout"),
             (500, "the server could not load the model asked for")]}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Any, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        if exc.status_code == 400 and isinstance(detail, str) and "multipart" in detail.lower():
+            # the form parser's own messages say what is wrong, not what to do
+            detail = (f"{detail.rstrip('.')}: the body is not valid multipart form data; send the file as "
+                      "multipart/form-data, e.g. curl -F file=@photo.jpg")
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Any, exc: RequestValidationError) -> JSONResponse:
