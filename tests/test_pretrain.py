@@ -67,7 +67,7 @@ def test_every_parameter_gets_a_gradient_from_the_contrastive_loss():
 
 
 # ------------------------------------------------------------------ the engine
-def test_pretrain_run_resumes_and_initialises_a_supervised_run(tmp_path):
+def test_pretrain_run_resumes_and_initialises_a_supervised_run(tmp_path, capsys):
     out = train_cli(tmp_path, "ssl", "pretrain.method=simclr", "train.epochs=1", "pretrain.hidden_dim=32")
     assert "pretrain epoch 1: NT-Xent" in out
     run = tmp_path / "ssl"
@@ -77,6 +77,11 @@ def test_pretrain_run_resumes_and_initialises_a_supervised_run(tmp_path):
     out = train_cli(tmp_path, "ssl", "pretrain.method=simclr", "train.epochs=2", "pretrain.hidden_dim=32")
     assert "resumed" in out and "pretrain epoch 2" in out and "pretrain epoch 1:" not in out
     assert load_training_state(run / "last.pt")["epoch"] == 2
+    # a changed recipe does not continue the run
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["train", "--config", RECIPE, "--output-dir", str(tmp_path), "--name", "ssl", *FAST,
+                     "pretrain.method=simclr", "train.epochs=3", "pretrain.hidden_dim=32", "pretrain.temperature=0.5"])
+    assert code == 2 and "different config" in capsys.readouterr().err
     # model.init: the supervised run starts from the pretrained trunk
     out = train_cli(tmp_path, "sup", "train.epochs=1", f"model.init={run}")
     assert "initial weights:" in out and "from " + str(run) in out

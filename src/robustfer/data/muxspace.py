@@ -11,8 +11,9 @@ and aligned before training (``align: true`` in a recipe's ``data.extra_train``:
 whole-photo checks, not as a headline benchmark. There is one split, ``train`` (every labelled
 photo), with subsets split by person, never by photo: ``heldout`` (one person in
 :data:`PERSON_FOLDS`, a cross-dataset check, e.g. ``muxspace:train:heldout+aligned``) and ``rest``
-(the others, extra training data that never shares a person with ``heldout``). Rows whose image file is missing are skipped with a warning, so one missing file does
-not stop a run; an unknown label is an error naming the row.
+(the others, extra training data that never shares a person with ``heldout``). Rows whose
+image file is missing are skipped with a warning, so one missing file does not stop a run; an
+unknown label is an error naming the row.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from robustfer.data.transforms import TrainTransform
 from robustfer.engine.checkpoint import load_training_state, save_training_state
 from robustfer.engine.config import Config, dump_config
-from robustfer.engine.data import EpochSampler, TorchView, build_train_val, make_loader
+from robustfer.engine.data import EpochSampler, TorchView, build_train_val, make_loader, seed_loader_for_epoch
 from robustfer.engine.device import resolve_device, seed_everything
 from robustfer.engine.regularize import resolve_checkpoint
 from robustfer.errors import ConfigError
@@ -105,8 +105,9 @@ class ProjectionHead(nn.Module):
 
 
 def pretrain(cfg: Config) -> dict[str, Any]:
-    """Run ``cfg.pretrain`` (see the module docstring); returns ``{"run_dir", "history"}``."""
-    from robustfer.engine.train import lr_lambda, build_optimizer, preprocess_from
+    """Run ``cfg.pretrain`` (see the module docstring); returns :func:`~robustfer.engine.train.train`'s
+    summary (``best_epoch``: the last epoch, no metric, no report)."""
+    from robustfer.engine.train import build_optimizer, check_resume_config, lr_lambda, preprocess_from
 
     p = cfg.pretrain
     if p.method not in METHODS or p.method == "none":
@@ -120,6 +121,9 @@ def pretrain(cfg: Config) -> dict[str, Any]:
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     run_dir, last_path = cfg.run_dir, cfg.run_dir / "last.pt"
+    st = load_training_state(last_path) if cfg.train.resume and last_path.exists() else None
+    if st is not None:
+        check_resume_config(st, last_path, cfg)  # a changed recipe never continues an old run
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
 
@@ -146,8 +150,7 @@ def pretrain(cfg: Config) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
     gen = torch.Generator().manual_seed(cfg.train.seed + 104729)
     start, history = 1, []
-    if cfg.train.resume and last_path.exists():
-        st = load_training_state(last_path)
+    if st is not None:
         both.load_state_dict(st["model"])
         optimizer.load_state_dict(st["optimizer"])
         scheduler.load_state_dict(st["scheduler"])
@@ -159,6 +162,8 @@ def pretrain(cfg: Config) -> dict[str, Any]:
     amp = cfg.train.amp and (device.type == "cuda" or cfg.train.amp_cpu)
     for epoch in range(start, cfg.train.epochs + 1):
         sampler.set_epoch(epoch)
+        if cfg.data.num_workers > 0:  # workers draw their augmentation from per-epoch seeds
+            seed_loader_for_epoch(loader, cfg.train.seed, epoch)
         both.train()
         t_epoch, total, n = time.time(), 0.0, 0
         bar = tqdm(total=steps, desc=f"pretrain {epoch}/{cfg.train.epochs}", disable=not cfg.train.progress,
