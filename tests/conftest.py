@@ -35,6 +35,32 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+#: Overrides that make a run of recipes/synthetic_quickstart.yaml take a second or two.
+QUICK_TRAIN = ["train.progress=false", "data.train_options={size: 32}", "data.eval_options={size: 16}",
+               "train.batch_size=16", "train.max_steps_per_epoch=2", "model.options={width: 0.25}",
+               "data.eval=[]", "eval.plots=false", "data.num_workers=0"]
+
+
+@pytest.fixture
+def quick_train():
+    """``run(out, name, *overrides) -> (exit code, stdout)``: ``robustfer train`` on the synthetic
+    quickstart recipe in two tiny steps an epoch (``QUICK_TRAIN``; later overrides win)."""
+    import io
+
+    from robustfer.cli import main
+
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "synthetic_quickstart.yaml")
+
+    def run(out: Path, name: str, *overrides: str) -> tuple[int, str]:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            code = main(["train", "--config", recipe, "--output-dir", str(out), "--name", name,
+                         *QUICK_TRAIN, *overrides])
+        return code, buf.getvalue()
+
+    return run
+
+
 @contextlib.contextmanager
 def _live_server(app: object) -> Iterator[str]:
     """Run an ASGI app with uvicorn on a free localhost port; yields its base URL."""

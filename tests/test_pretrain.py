@@ -3,32 +3,17 @@ on the synthetic faces that resumes, and ``model.init`` that starts a supervised
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from robustfer.cli import main
 from robustfer.engine.pretrain import ProjectionHead, load_init_weights, nt_xent, strong_views
 from robustfer.errors import ConfigError
 from robustfer.models import create_model
 from robustfer.runtime.checkpoint import load_training_state, read_meta
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = str(ROOT / "recipes" / "synthetic_quickstart.yaml")
-FAST = ["train.progress=false", "data.train_options={size: 32}", "data.eval_options={size: 16}",
-        "train.batch_size=8", "train.max_steps_per_epoch=2", "model.options={width: 0.25}",
-        "data.eval=[]", "eval.plots=false", "data.num_workers=0"]
-
-
-def train_cli(out: Path, name: str, *overrides: str) -> str:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        assert main(["train", "--config", RECIPE, "--output-dir", str(out), "--name", name, *FAST, *overrides]) == 0
-    return buf.getvalue()
+SSL = ("pretrain.method=simclr", "pretrain.hidden_dim=32", "train.batch_size=8")
 
 
 # ------------------------------------------------------------------ pieces
@@ -67,28 +52,27 @@ def test_every_parameter_gets_a_gradient_from_the_contrastive_loss():
 
 
 # ------------------------------------------------------------------ the engine
-def test_pretrain_run_resumes_and_initialises_a_supervised_run(tmp_path, capsys):
-    out = train_cli(tmp_path, "ssl", "pretrain.method=simclr", "train.epochs=1", "pretrain.hidden_dim=32")
+def test_pretrain_run_resumes_and_initialises_a_supervised_run(tmp_path, capsys, quick_train):
+    code, out = quick_train(tmp_path, "ssl", *SSL, "train.epochs=1")
+    assert code == 0
     assert "pretrain epoch 1: NT-Xent" in out
     run = tmp_path / "ssl"
     meta = read_meta(run / "best.safetensors")
     assert meta.epoch == 1 and math.isfinite(meta.metrics["pretrain_loss"])
     # a longer run of the same recipe continues after epoch 1
-    out = train_cli(tmp_path, "ssl", "pretrain.method=simclr", "train.epochs=2", "pretrain.hidden_dim=32")
-    assert "resumed" in out and "pretrain epoch 2" in out and "pretrain epoch 1:" not in out
+    code, out = quick_train(tmp_path, "ssl", *SSL, "train.epochs=2")
+    assert code == 0 and "resumed" in out and "pretrain epoch 2" in out and "pretrain epoch 1:" not in out
     assert load_training_state(run / "last.pt")["epoch"] == 2
     # a changed recipe does not continue the run
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = main(["train", "--config", RECIPE, "--output-dir", str(tmp_path), "--name", "ssl", *FAST,
-                     "pretrain.method=simclr", "train.epochs=3", "pretrain.hidden_dim=32", "pretrain.temperature=0.5"])
+    code, _ = quick_train(tmp_path, "ssl", *SSL, "train.epochs=3", "pretrain.temperature=0.5")
     assert code == 2 and "different config" in capsys.readouterr().err
     # model.init: the supervised run starts from the pretrained trunk
-    out = train_cli(tmp_path, "sup", "train.epochs=1", f"model.init={run}")
-    assert "initial weights:" in out and "from " + str(run) in out
+    code, out = quick_train(tmp_path, "sup", "train.epochs=1", "train.batch_size=8", f"model.init={run}")
+    assert code == 0 and "initial weights:" in out and "from " + str(run) in out
 
 
-def test_model_init_refuses_a_checkpoint_of_another_model(tmp_path):
-    train_cli(tmp_path, "ssl", "pretrain.method=simclr", "train.epochs=1", "pretrain.hidden_dim=32")
+def test_model_init_refuses_a_checkpoint_of_another_model(tmp_path, quick_train):
+    assert quick_train(tmp_path, "ssl", *SSL, "train.epochs=1")[0] == 0
     other = create_model("resnet18", num_classes=7, in_chans=1, width=0.25)
     with pytest.raises(ConfigError, match="shares no tensor"):
         load_init_weights(other, str(tmp_path / "ssl"))
@@ -96,10 +80,8 @@ def test_model_init_refuses_a_checkpoint_of_another_model(tmp_path):
         load_init_weights(other, str(tmp_path / "nothing.safetensors"))
 
 
-def test_bad_pretrain_settings_are_refused(tmp_path, capsys):
+def test_bad_pretrain_settings_are_refused(tmp_path, capsys, quick_train):
     for bad, text in (("pretrain.method=byol", "use one of simclr"), ("pretrain.crop_scale=0", "crop_scale=0.0")):
         method = [] if bad.startswith("pretrain.method") else ["pretrain.method=simclr"]
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = main(["train", "--config", RECIPE, "--output-dir", str(tmp_path), "--name", "x",
-                         *FAST, *method, bad])
+        code, _ = quick_train(tmp_path, "x", "train.batch_size=8", *method, bad)
         assert code == 2 and text in capsys.readouterr().err

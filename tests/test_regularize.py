@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 from pathlib import Path
 
@@ -14,24 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from robustfer.cli import main
 from robustfer.data.preprocess import Preprocess
 from robustfer.data.transforms import AugmentConfig, TrainTransform
 from robustfer.engine import train as train_mod
 from robustfer.engine.regularize import ModelEma, consistency_kl, distill_kl, mix_batch
 from robustfer.runtime.checkpoint import load_model, read_meta
-
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = str(ROOT / "recipes" / "synthetic_quickstart.yaml")
-FAST = ["train.progress=false", "data.train_options={size: 32}", "data.eval_options={size: 16}",
-        "train.batch_size=16", "train.max_steps_per_epoch=2", "model.options={width: 0.25}",
-        "data.eval=[]", "eval.plots=false", "data.num_workers=0"]
-
-
-def train_cli(out: Path, name: str, *overrides: str) -> int:
-    with contextlib.redirect_stdout(io.StringIO()):
-        return main(["train", "--config", RECIPE, "--output-dir", str(out), "--name", name, *FAST, *overrides])
-
 
 def rows(run: Path) -> list[dict[str, str]]:
     with open(run / "metrics.csv", newline="") as f:
@@ -110,8 +95,8 @@ def test_pair_views_share_the_augmentation_and_differ_by_the_occluder():
 
 
 # ------------------------------------------------------------------ the engine
-def test_ema_run_logs_both_weights_and_keeps_the_better(tmp_path):
-    assert train_cli(tmp_path, "ema", "train.epochs=3", "train.ema=0.9") == 0
+def test_ema_run_logs_both_weights_and_keeps_the_better(tmp_path, quick_train):
+    assert quick_train(tmp_path, "ema", "train.epochs=3", "train.ema=0.9")[0] == 0
     rs = rows(tmp_path / "ema")
     assert all(r["weights"] in ("ema", "raw") for r in rs)
     best = [r for r in rs if r["best"] == "True"][-1]
@@ -131,13 +116,13 @@ def test_ema_run_logs_both_weights_and_keeps_the_better(tmp_path):
     assert dataset_metrics(val, out)["accuracy"] == pytest.approx(chosen)
 
 
-def test_mixing_and_distillation_train_and_resume_exactly(tmp_path, capsys, monkeypatch):
+def test_mixing_and_distillation_train_and_resume_exactly(tmp_path, capsys, monkeypatch, quick_train):
     """mixup/CutMix draws and the EMA travel in last.pt: a run killed after epoch 1 and run
     again ends with the weights of an uninterrupted run; a teacher checkpoint distils."""
-    assert train_cli(tmp_path, "teacher", "train.epochs=1") == 0
+    assert quick_train(tmp_path, "teacher", "train.epochs=1")[0] == 0
     extra = ["train.epochs=2", "train.ema=0.9", "train.mixup=0.4", "train.cutmix=1.0",
              f"distill.teachers=[{tmp_path / 'teacher'}]", "distill.weight=0.5"]
-    assert train_cli(tmp_path / "b", "s", *extra) == 0
+    assert quick_train(tmp_path / "b", "s", *extra)[0] == 0
     real_save = train_mod.save_training_state
 
     def save_then_die(path, state):
@@ -146,9 +131,9 @@ def test_mixing_and_distillation_train_and_resume_exactly(tmp_path, capsys, monk
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_mod, "save_training_state", save_then_die)
-    assert train_cli(tmp_path / "a", "s", *extra) == 130
+    assert quick_train(tmp_path / "a", "s", *extra)[0] == 130
     monkeypatch.setattr(train_mod, "save_training_state", real_save)
-    assert train_cli(tmp_path / "a", "s", *extra) == 0
+    assert quick_train(tmp_path / "a", "s", *extra)[0] == 0
     a, b = rows(tmp_path / "a" / "s"), rows(tmp_path / "b" / "s")
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
     assert float(a[0]["train_distill"]) > 0
@@ -158,8 +143,8 @@ def test_mixing_and_distillation_train_and_resume_exactly(tmp_path, capsys, monk
         assert torch.equal(v, sb["ema"]["weights"][k]), k
 
 
-def test_consistency_run_logs_both_views(tmp_path):
-    assert train_cli(tmp_path, "c", "train.epochs=1", "train.consistency=1.0") == 0
+def test_consistency_run_logs_both_views(tmp_path, quick_train):
+    assert quick_train(tmp_path, "c", "train.epochs=1", "train.consistency=1.0")[0] == 0
     r = json.loads((tmp_path / "c" / "metrics.jsonl").read_text().splitlines()[0])
     assert r["train_consistency"] >= 0 and r["train_occluded_ce"] > 0
 
@@ -171,7 +156,7 @@ def test_consistency_run_logs_both_views(tmp_path):
     (["distill.teachers=[default]"], "student's label space"),  # the shipped model has 8 classes, synthetic 7
     (["distill.teachers=[default]", "data.input_size=40"], "expects input"),
 ])
-def test_bad_regularisation_settings_say_what_to_fix(tmp_path, capsys, override, expected):
-    rc = train_cli(tmp_path, "bad", "train.epochs=1", *override)
+def test_bad_regularisation_settings_say_what_to_fix(tmp_path, capsys, override, expected, quick_train):
+    rc, _ = quick_train(tmp_path, "bad", "train.epochs=1", *override)
     assert rc == 2
     assert expected in capsys.readouterr().err
