@@ -8,7 +8,7 @@ cosine, no distillation; so the only difference between rows is the method):
 
     baseline        compact CNN width 1.0, the shipped model's architecture
     ran             RAN on the same trunk, face + the seven fixed crops at 32 px
-    ran_landmarks   RAN with five crops centred on the front end's landmarks (alignment template)
+    ran_landmarks   RAN with five crops centred on each face's landmarks (annotate-pose files)
     ran_no_rb       RAN without the region-biased loss
     scan_cci        SCAN-CCI (ResNet-18 width 1.0, stem stride 1: it has no compact-CNN trunk)
     phanet          PhaNet (its own DenseNet-13 trunks), pose labels from annotate-pose files
@@ -42,8 +42,8 @@ named and left out). A cell is marked where the row's mean differs from the base
 the seed spread: ``|mean - baseline mean| > std + baseline std``, both with at least two seeds (the
 rule is printed under the table).
 
-On 2 CPU cores (from the repository root; PhaNet's pose files first, once, as in
-recipes/cmp_phanet.yaml)::
+On 2 CPU cores (from the repository root; the annotate-pose files first, once -- PhaNet's pose
+labels and RAN's landmarks, as in recipes/cmp_phanet.yaml and cmp_ran_landmarks.yaml)::
 
     for s in train valid test; do robustfer annotate-pose ferplus:$s --data-root ../shared/data \\
         --out poses/ferplus_$s.csv; done
@@ -128,9 +128,17 @@ def run_name(row: str, seed: int) -> str:
     return f"cmp_{row}_s{seed}"
 
 
+def _drop_none(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _drop_none(v) for k, v in node.items() if v is not None}
+    return node
+
+
 def recipe_hash(cfg: dict[str, Any]) -> str:
     """12 hex digits identifying what a resolved config (``Config.to_dict()``) trains, without
-    the keys of :data:`NOT_HASHED`."""
+    the keys of :data:`NOT_HASHED`. A key whose value is None counts as absent, so an option
+    added later with a None (off) default leaves the hashes -- and the recorded lines -- of the
+    recipes that do not set it as they were."""
     d = json.loads(json.dumps(cfg))
     for key in NOT_HASHED:
         *parents, last = key.split(".")
@@ -138,7 +146,7 @@ def recipe_hash(cfg: dict[str, Any]) -> str:
         for p in parents:
             node = node.get(p, {})
         node.pop(last, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(_drop_none(d), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def parse_seeds(items: list[str], rows: list[str]) -> dict[str, int]:
@@ -198,13 +206,15 @@ def run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def missing_inputs(pairs: list[tuple[str, int]], args: argparse.Namespace) -> list[str]:
-    """Pose files the selected runs read and this folder lacks (PhaNet's annotate-pose files)."""
+    """annotate-pose files the selected runs read and this folder lacks (PhaNet's pose labels,
+    RAN's landmarks)."""
     missing: list[str] = []
     for row, seed in pairs:
-        pose = resolved(row, seed, args).data.pose_file
-        for f in [pose] if isinstance(pose, str) else pose or []:
-            if not Path(f).is_file() and f not in missing:
-                missing.append(f)
+        data = resolved(row, seed, args).data
+        for files in (data.pose_file, data.landmark_file):
+            for f in [files] if isinstance(files, str) else files or []:
+                if not Path(f).is_file() and f not in missing:
+                    missing.append(f)
     return missing
 
 
@@ -371,10 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     pairs = plan(rows, parse_seeds(args.seeds, rows))
     lacking = missing_inputs(pairs, args)
     if lacking and not args.dry_run:
-        print(f"missing {', '.join(lacking)} (read from {Path.cwd()}): write PhaNet's pose files first, "
-              "from this folder:\n  for s in train valid test; do robustfer annotate-pose ferplus:$s "
-              "--data-root DATA --out poses/ferplus_$s.csv; done\nor leave the phanet row out (--rows).",
-              file=sys.stderr)
+        needing = sorted({r for r, s in pairs if set(missing_inputs([(r, s)], args)) & set(lacking)})
+        print(f"missing {', '.join(lacking)} (read from {Path.cwd()}): write the annotate-pose files "
+              "(pose labels and landmarks) first, from this folder:\n  for s in train valid test; do "
+              "robustfer annotate-pose ferplus:$s --data-root DATA --out poses/ferplus_$s.csv; done\n"
+              f"or leave out the rows that read them (--rows): {', '.join(needing)}.", file=sys.stderr)
         return 2
     failed = []
     for k, (row, seed) in enumerate(pairs, 1):

@@ -61,7 +61,9 @@ def test_every_row_has_a_recipe_and_a_gpu_counterpart() -> None:
 def test_rows_differ_from_the_baseline_only_in_the_method(row: str) -> None:
     base = resolved("cmp_baseline.yaml")
     got = resolved(f"cmp_{row}.yaml")
-    own = (*METHOD_KEYS, "data.pose_file") if row == "phanet" else METHOD_KEYS  # PhaNet's pose labels
+    # PhaNet's pose labels and RAN's landmarks come from the annotate-pose files
+    own = {"phanet": (*METHOD_KEYS, "data.pose_file"),
+           "ran_landmarks": (*METHOD_KEYS, "data.landmark_file")}.get(row, METHOD_KEYS)
     assert without(got, *own) == without(base, *own)
     assert got["train"]["epochs"] == 20 and got["model"]["options"]["drop_rate"] == 0.3
     assert got["aug"]["occluders"] == 0.25 and got["aug"]["erasing"] == 0.25
@@ -91,31 +93,22 @@ def test_gpu_counterparts_change_only_the_loader(row: str) -> None:
     assert cmp.recipe_hash(gpu) == cmp.recipe_hash(cpu)  # the same experiment in the results file
 
 
-def test_ran_landmark_boxes_are_the_front_ends_template_landmarks() -> None:
-    """cmp_ran_landmarks's boxes are what regions='landmarks' cuts around the five landmarks the
-    default front end gives, placed on its alignment template (where they sit in aligned crops)."""
-    import torch
-
-    from robustfer.inference import blazeface
-    from robustfer.inference.align import mesh_template
-    from robustfer.layers.regions import landmark_boxes
-
+def test_ran_landmarks_row_crops_around_each_faces_own_landmarks() -> None:
+    """cmp_ran_landmarks is RAN with regions='landmarks' fed by the annotate-pose files: the
+    paper's landmark-based crops, not fixed boxes."""
     cfg = load_config(RECIPES / "cmp_ran_landmarks.yaml")
-    t = mesh_template(cfg.data.crop_scale)
-    if t is None:
-        pytest.skip("the face-mesh template is not installed")
-    five = np.stack([t[list(blazeface.MESH_RIGHT_EYE)].mean(0), t[list(blazeface.MESH_LEFT_EYE)].mean(0),
-                     t[blazeface.MESH_NOSE_TIP], t[blazeface.MESH_MOUTH_RIGHT], t[blazeface.MESH_MOUTH_LEFT]])
-    size = cfg.data.input_size
-    side = cfg.model.options.get("landmark_side", 0.4)
-    want = landmark_boxes(torch.tensor(five[None] * size, dtype=torch.float32), (size, size), side)[0]
-    got = torch.tensor(cfg.model.options["boxes"])
-    assert cfg.model.options["regions"] == "fixed"
-    assert torch.allclose(got, want, atol=1e-3), (got, want)
+    assert cfg.model.options["regions"] == "landmarks" and "boxes" not in cfg.model.options
+    assert cfg.data.landmark_file == [f"poses/ferplus_{s}.csv" for s in ("train", "valid", "test")]
+    assert without(cfg.to_dict(), "name", "model.options.regions", "data.landmark_file") == without(
+        load_config(RECIPES / "cmp_ran.yaml").to_dict(), "name", "model.options.regions", "data.landmark_file")
 
 
 def test_recipe_hash_ignores_names_seeds_and_speed_settings() -> None:
     a = load_config(RECIPES / "cmp_ran.yaml").to_dict()
+    # an option added with a None default does not change the hash of recipes that leave it unset
+    later = json.loads(json.dumps(a))
+    later["data"]["an_option_added_later"] = None
+    assert cmp.recipe_hash(later) == cmp.recipe_hash(a)
     b = load_config(RECIPES / "cmp_ran.yaml", ["name=x", "train.seed=3", "train.threads=1",
                                               "data.num_workers=4", "train.progress=false"]).to_dict()
     assert cmp.recipe_hash(a) == cmp.recipe_hash(b)
@@ -127,11 +120,20 @@ def test_recipe_hash_ignores_names_seeds_and_speed_settings() -> None:
 # ------------------------------------------------------------------ every row trains
 @pytest.mark.parametrize("row", cmp.ROWS)
 def test_row_builds_its_model_and_trains_a_step(row: str, tmp_path: Path, one_thread: None) -> None:
+    extra = []
+    if load_config(RECIPES / f"cmp_{row}.yaml").data.landmark_file:
+        # the synthetic faces' landmarks: one from a file, the others the template's
+        lm = tmp_path / "landmarks.csv"
+        lm.write_text("id,yaw,pitch,roll,yaw_bin,method,landmarks\n"
+                      "train/00000,,,,,mesh,10 12 22 12 16 18 12 24 20 24\n")
+        extra = [f"data.landmark_file={lm}"]
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = cli(["train", "--config", str(RECIPES / f"cmp_{row}.yaml"), "--output-dir", str(tmp_path),
-                  "--name", row, *TINY, "data.eval=[]"])
+                  "--name", row, *TINY, "data.eval=[]", *extra])
     assert rc == 0, buf.getvalue()
+    if extra:
+        assert "landmarks: 5 per face" in buf.getvalue() and "not used" not in buf.getvalue()
     saved = load_config(tmp_path / row / "config.yaml")
     assert saved.model.name == load_config(RECIPES / f"cmp_{row}.yaml").model.name
     assert saved.aug.occluders == 0.25 and saved.data.input_size == 48
@@ -195,6 +197,12 @@ def test_gpu_without_counterparts_and_missing_pose_files_refuse(
     err = capsys.readouterr().err
     assert "poses/ferplus_train.csv" in err and "annotate-pose" in err
     assert not (tmp_path / "runs").exists()
+    # RAN's landmark row reads the same files
+    assert cmp.main(["--rows", "baseline", "ran_landmarks", "--results", str(tmp_path / "r.jsonl"),
+                     "--output-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "poses/ferplus_valid.csv" in err and err.rstrip().endswith("(--rows): ran_landmarks."), err
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow
@@ -234,3 +242,14 @@ def test_runner_records_skips_resumes_and_tabulates(
     text = capsys.readouterr().out
     assert "| `baseline` |" in text and "| `ran_no_rb` |" in text and " ± " in text
     assert (tmp_path / "t.md").read_text() == text
+
+    # the GPU script is the same runner with --gpu: the rows' GPU recipes, recorded as the same
+    # experiment (a GPU seed replaces the CPU line of that seed); here on CPU, loader in-process
+    gpu = ["--gpu", "--rows", "baseline", "--seeds", "1", "--output-dir", str(tmp_path / "gpu"),
+           "--results", str(results)] + [a for o in [*overrides, "data.num_workers=0"] for a in ("--override", o)]
+    assert cmp.main(gpu) == 0
+    capsys.readouterr()
+    lines = cmp.read_lines(results)
+    assert len(lines) == 4
+    g = next(o for o in lines if o["row"] == "baseline" and o["seed"] == 0)
+    assert g["recipe"] == "recipes/cmp_baseline_gpu.yaml" and g["run"].endswith("gpu/cmp_baseline_s0")

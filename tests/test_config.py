@@ -59,8 +59,12 @@ def test_recipe_builds_its_model_and_loss(path: Path) -> None:
     cfg = load_config(path)
     model = create_model(cfg.model.name, num_classes=cfg.data.num_classes, in_chans=cfg.data.in_chans,
                          **cfg.model.options)
+    x = torch.zeros(1, cfg.data.in_chans, cfg.data.input_size, cfg.data.input_size)
+    # a model that crops around landmarks gets five points (the recipe's landmark file's kind)
+    kw = {"landmarks": torch.full((1, 5, 2), cfg.data.input_size / 2)} if cfg.model.options.get(
+        "regions") == "landmarks" else {}
     with torch.no_grad():
-        out = model.eval()(torch.zeros(1, cfg.data.in_chans, cfg.data.input_size, cfg.data.input_size))
+        out = model.eval()(x, **kw)
     assert tuple(out.logits.shape) == (1, cfg.data.num_classes)
     build_loss(cfg.loss.name, target="hard", **cfg.loss.options)
 

@@ -101,3 +101,99 @@ def test_yaw_distribution_bands_sum_to_100_and_use_absolute_yaw() -> None:
     assert d["60-90"] == pytest.approx(100 / 6)
     assert sum(v for k, v in d.items() if k != "median_abs_yaw") == pytest.approx(100.0)
     assert d["median_abs_yaw"] == pytest.approx(25.5)
+
+
+# ------------------------------------------------------------------ landmarks in the same files
+def test_landmark_file_is_attached_and_the_template_fills_the_rest(tmp_path: Path) -> None:
+    """data.landmark_file gives each listed face its five points (pixels of the stored image);
+    faces without a found face get the FER2013 template's five points, so every face has five."""
+    from robustfer.data.landmarks import template_five
+    from robustfer.data.pose import read_landmark_file
+
+    f = _write(tmp_path / "p.csv", [
+        {"id": "test/00000", "yaw": "0", "pitch": "", "roll": "", "yaw_bin": "2", "method": "mesh",
+         "landmarks": "10 12 22 12.5 16 18 12 24 20 24"},
+        {"id": "test/00001", "yaw": "", "pitch": "", "roll": "", "yaw_bin": "", "method": "none", "landmarks": ""},
+    ])
+    assert list(read_landmark_file(f)) == ["test/00000"]
+    cfg = DataConfig(num_classes=7, landmark_file=[str(f)])
+    ds = _build("synthetic:test", cfg, {}, "majority")
+    assert ds.landmark_count == 5
+    assert np.allclose(ds.load_landmarks(0), [[10, 12], [22, 12.5], [16, 18], [12, 24], [20, 24]])
+    side = ds.load_image(1).shape[0]
+    t = template_five()
+    assert np.allclose(ds.load_landmarks(1), t * side, atol=1e-4)
+    # the template: eyes level and apart, the nose below them, the mouth below the nose
+    assert t[0, 0] < 0.5 < t[1, 0] and abs(t[0, 1] - t[1, 1]) < 0.02 and t[0, 1] < t[2, 1] < t[3, 1]
+    # without the option nothing changes
+    assert _build("synthetic:test", DataConfig(num_classes=7), {}, "majority").landmark_count == 0
+    # a looser crop shrinks the template about the centre
+    assert np.allclose(template_five(2.1), 0.5 + (t - 0.5) / 2)
+
+
+def test_faces_the_front_end_recut_get_the_template_in_the_crop_geometry(tmp_path: Path) -> None:
+    from robustfer.data.landmarks import template_five
+    from robustfer.engine.data import attach_landmark_file
+    from robustfer.data.base import FERDataset, Sample
+
+    f = _write(tmp_path / "p.csv", [{"id": "a", "yaw": "", "pitch": "", "roll": "", "yaw_bin": "",
+                                      "method": "mesh", "landmarks": "1 1 2 2 3 3 4 4 5 5"}])
+    crops = [Sample(id=i, label=0, pixels=np.zeros((96, 96, 3), np.uint8)) for i in ("a", "b")]
+    ds = FERDataset("x", "train", crops, 7)
+    cfg = DataConfig(num_classes=7, landmark_file=str(f), crop_scale=1.25)
+    out = attach_landmark_file(ds, cfg, aligned=True)
+    for i in range(2):  # the file's points are in the uncut image: not used for re-cut faces
+        assert np.allclose(out.load_landmarks(i), template_five(1.25) * 96, atol=1e-4)
+
+
+def test_bad_landmark_files(tmp_path: Path) -> None:
+    from robustfer.data.pose import read_landmark_file
+
+    with pytest.raises(DatasetError, match="annotate-pose"):
+        read_landmark_file(tmp_path / "nope.csv")
+    (tmp_path / "old.csv").write_text("id,yaw,pitch,roll,yaw_bin,method\na,1,,,2,mesh\n")
+    with pytest.raises(DatasetError, match="older robustfer"):
+        read_landmark_file(tmp_path / "old.csv")
+    (tmp_path / "three.csv").write_text("id,landmarks\na,1 2 3 4 5 6\n")
+    with pytest.raises(DatasetError, match="line 2: 3 landmarks"):
+        read_landmark_file(tmp_path / "three.csv")
+    (tmp_path / "word.csv").write_text("id,landmarks\na,1 2 x\n")
+    with pytest.raises(DatasetError, match="line 2"):
+        read_landmark_file(tmp_path / "word.csv")
+    # a pose file of the earlier format still reads as a pose file
+    assert read_pose_file(tmp_path / "old.csv") == {"a": (1.0, 2)}
+
+
+def test_annotate_pose_writes_the_detectors_five_points_in_image_pixels() -> None:
+    from robustfer.inference.posefile import _points_text
+
+    pts = np.array([[40.0, 48], [104, 48], [72, 80], [48, 104], [96, 104]])
+    text = _points_text(pts, upscale=4)
+    back = np.array([float(v) for v in text.split()]).reshape(5, 2)
+    assert np.allclose(back, (pts + 0.5) / 4 - 0.5, atol=0.006)
+    assert _points_text(None, 4) == ""
+    assert _points_text(np.vstack([pts[:3], [[np.nan, np.nan]] * 2]), 4) == ""  # dlib: no mouth corners
+
+
+@pytest.mark.data
+def test_annotate_pose_landmarks_sit_on_the_faces(data_root: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """On real FER2013 faces (the first 80 of the RAN pose > 45 list) the written points are
+    where faces have eyes, nose and mouth, in the 48-px image's pixels, near the template's."""
+    import robustfer.data
+    from robustfer.data.landmarks import template_five
+    from robustfer.data.pose import read_landmark_file
+
+    real = robustfer.data.build_dataset
+    monkeypatch.setattr(robustfer.data, "build_dataset",
+                        lambda *a, **k: real(*a, **k).subset_of(range(80), "first80"))
+    out = tmp_path / "pose45.csv"
+    assert main(["annotate-pose", "ferplus:test:pose45", "--data-root", str(data_root), "--out", str(out),
+                 "--no-progress"]) == 0
+    pts = np.stack(list(read_landmark_file(out).values()))  # (N, 5, 2)
+    assert len(pts) > 0.6 * 80
+    assert (pts > -8).all() and (pts < 56).all()
+    assert np.mean(pts[:, 0, 1] < pts[:, 3, 1]) > 0.95 and np.mean(pts[:, 1, 1] < pts[:, 4, 1]) > 0.95
+    assert np.mean(pts[:, 3, 0] < pts[:, 4, 0]) > 0.95  # the subject's right mouth corner is image-left
+    # turned faces: the points move, but their median stays within 4 px of the template's
+    assert np.abs(np.median(pts, 0) - template_five() * 48).max() < 4

@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds in-flight requests get to finish on Ctrl-C / SIGTERM")
     sv.set_defaults(fn=_cmd_serve)
 
-    ap = sub.add_parser("annotate-pose", help="write a pose-label file (image id -> yaw, bin) for a dataset")
+    ap = sub.add_parser("annotate-pose", help="write a pose-label file (image id -> yaw, bin, five landmarks) for a dataset")
     ap.add_argument("dataset", help="dataset spec, e.g. ferplus:train")
     ap.add_argument("--out", required=True, help="CSV to write (id,yaw,pitch,roll,yaw_bin,method)")
     ap.add_argument("--data-root", help="folder holding the dataset folders")

@@ -222,6 +222,29 @@ class FERDataset:
         ds._cache = list(self._cache)
         return ds
 
+    def attach_landmarks(self, points: dict[str, np.ndarray], fill: np.ndarray | None = None) -> FERDataset:
+        """Return a copy whose samples carry the landmarks of ``points`` (keyed by sample id; (L, 2)
+        pixels of the stored image, :class:`Sample`'s convention); samples not in ``points`` get
+        ``fill`` -- (L, 2) in units of the sample's (box-cropped) image side, e.g. a template --
+        or keep their own when ``fill`` is None. Filling decodes the images it needs the size of."""
+        new = []
+        for i, s in enumerate(self.samples):
+            if s.id in points:
+                new.append(replace(s, landmarks=np.asarray(points[s.id], dtype=np.float32)))
+                continue
+            if fill is None:
+                new.append(s)
+                continue
+            h, w = (s.pixels.shape[:2] if s.pixels is not None and s.box is None
+                    else self.load_image(i).shape[:2])
+            pts = np.asarray(fill, dtype=np.float32) * np.array([w, h], dtype=np.float32)
+            if s.box is not None:  # Sample.landmarks are in pixels of the image before the box crop
+                pts = pts + np.array([max(0, int(round(v))) for v in s.box[:2]], dtype=np.float32)
+            new.append(replace(s, landmarks=pts))
+        ds = self.with_samples(new)
+        ds._cache = list(self._cache)
+        return ds
+
 
 def crop_box(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Crop ``(x, y, w, h)`` from ``img``, clipped to the image; raises if nothing is left."""

@@ -38,6 +38,36 @@ def _ibug68_flip() -> list[int]:
     return perm
 
 
+#: Face-mesh (468-point) indices of the five points of :data:`FIVE_POINTS`: each eye is the mean
+#: of its corners and lids; the nose tip; the mouth corners (the subject's right first).
+MESH_RIGHT_EYE = (33, 133, 159, 145)     # subject's right eye (image left): corners, lids
+MESH_LEFT_EYE = (263, 362, 386, 374)
+MESH_NOSE_TIP = 1
+MESH_MOUTH_RIGHT, MESH_MOUTH_LEFT = 61, 291
+#: The detectors' 5-point order (``robustfer.inference.detect.LANDMARK_NAMES``).
+FIVE_POINTS = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
+#: ``crop_scale`` of the FER2013 crop geometry the mesh template was measured in (the
+#: ``Preprocess`` default; ``robustfer.inference.align.FER_CROP_SCALE``).
+TEMPLATE_CROP_SCALE = 1.05
+
+
+def five_from_mesh(mesh: np.ndarray) -> np.ndarray:
+    """The five points (:data:`FIVE_POINTS` order) of a (468, >= 2) face mesh, (5, 2)."""
+    m = np.asarray(mesh, dtype=np.float64)[:, :2]
+    return np.stack([m[list(MESH_RIGHT_EYE)].mean(0), m[list(MESH_LEFT_EYE)].mean(0), m[MESH_NOSE_TIP],
+                     m[MESH_MOUTH_RIGHT], m[MESH_MOUTH_LEFT]])
+
+
+def template_five(crop_scale: float = TEMPLATE_CROP_SCALE) -> np.ndarray:
+    """Where the five points sit in a FER2013-style crop of margin ``crop_scale``, (5, 2) in units
+    of the crop side: those of the FER2013 mesh template (the median face the front end aligns
+    faces to), shrunk about the centre for looser crops -- so, in a face the front end aligned,
+    the points the alignment put there; in a FER2013 image, the typical face's."""
+    from robustfer.data.real_occluders import template_points
+
+    return 0.5 + (five_from_mesh(template_points()) - 0.5) * (TEMPLATE_CROP_SCALE / crop_scale)
+
+
 #: Index order after a horizontal flip, by number of points.
 FLIP_ORDER: dict[int, list[int]] = {4: [1, 0, 2, 3], 5: [1, 0, 2, 4, 3], 68: _ibug68_flip()}
 

@@ -63,6 +63,10 @@ class DataConfig:
     detected face so that it looks like the training crops). ``pose_file`` attaches head-pose
     labels from a ``robustfer annotate-pose`` CSV (or a list of them, e.g. one per split) to
     every dataset of the run (by sample id); relative paths are read from the working folder.
+    ``landmark_file`` (the same files: annotate-pose writes the five points too) attaches each
+    face's landmarks, for models that crop around them (RAN ``regions: landmarks``, AHA); faces
+    it lacks (no face found, other datasets) get the five points of the FER2013 mesh template
+    in their crop geometry -- where the front end's alignment puts them (``template_five``).
     ``extra_train`` adds more training datasets (see :func:`robustfer.engine.data.add_extra_train`):
     each a mapping ``{spec, weight (1.0), align (false), options ({})}``; ``weight`` is how often
     each of its images is drawn relative to an image of ``train``, ``align: true`` re-cuts its
@@ -91,6 +95,7 @@ class DataConfig:
     cache: bool = True
     balanced_sampling: bool = False
     pose_file: str | list[str] | None = None
+    landmark_file: str | list[str] | None = None
     extra_train: list[dict[str, Any]] = field(default_factory=list)
 
 

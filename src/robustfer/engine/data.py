@@ -189,14 +189,15 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[li
 
 
 def _build(spec: str, data_cfg: Any, user_opts: dict[str, Any], label_mode: str,
-           fewer_classes: bool = False) -> FERDataset:
+           fewer_classes: bool = False, landmarks: bool = True) -> FERDataset:
     """Build ``spec`` with the engine's options where the loader takes them, then check them.
 
     ``num_classes``, ``cache`` and (FER+) ``label_mode`` are passed only to loaders that
     accept them; ``user_opts`` (``data.train_options`` / ``data.eval_options``) always are,
     so a typo there is an error. A label space that differs from ``data.num_classes`` is an
     error rather than a silent mismatch, except that ``fewer_classes`` (evaluation) lets a
-    7-class dataset be scored by an 8-class model.
+    7-class dataset be scored by an 8-class model. ``data.pose_file`` and (with ``landmarks``)
+    ``data.landmark_file`` are attached.
     """
     info = get_dataset_info(parse_spec(spec)[0])
     params = inspect.signature(info.build).parameters
@@ -225,7 +226,33 @@ def _build(spec: str, data_cfg: Any, user_opts: dict[str, Any], label_mode: str,
         for f in files:
             poses.update(read_pose_file(f))
         ds = ds.attach_pose(poses)
-    return ds
+    return attach_landmark_file(ds, data_cfg) if landmarks else ds
+
+
+def _as_list(v: str | list[str] | None) -> list[str]:
+    return [] if not v else [v] if isinstance(v, str) else list(v)
+
+
+def attach_landmark_file(ds: FERDataset, data_cfg: Any, aligned: bool = False) -> FERDataset:
+    """``ds`` with the landmarks of ``data.landmark_file`` (nothing to do without one).
+
+    Dataset images as stored get the files' points (by sample id), and the five points of the
+    FER2013 mesh template (:func:`robustfer.data.landmarks.template_five`) where the files have
+    none. Faces the front end re-cut (``aligned``) all get the template's points in the run's
+    crop geometry (``data.crop_scale``): the alignment put their landmarks there, and the files'
+    points are in the uncut images' pixels."""
+    files = _as_list(getattr(data_cfg, "landmark_file", None))
+    if not files:
+        return ds
+    from robustfer.data.landmarks import template_five
+    from robustfer.data.pose import read_landmark_file
+
+    if aligned:
+        return ds.attach_landmarks({}, template_five(data_cfg.crop_scale))
+    points: dict[str, np.ndarray] = {}
+    for f in files:
+        points.update(read_landmark_file(f))
+    return ds.attach_landmarks(points, template_five())
 
 
 def build_train_val(data_cfg: Any) -> tuple[FERDataset, FERDataset]:
@@ -299,6 +326,9 @@ def add_extra_train(train: FERDataset, data_cfg: Any) -> FERDataset:
 
             ds = align_dataset(ds, size=max(96, 2 * data_cfg.input_size), crop_scale=data_cfg.crop_scale,
                                crop_shift=data_cfg.crop_shift)
+            ds = attach_landmark_file(ds, data_cfg, aligned=True)
+        else:
+            ds = attach_landmark_file(ds, data_cfg)
         for i, s in enumerate(ds.samples):
             soft = s.soft
             if soft is not None and len(soft) < data_cfg.num_classes:
@@ -326,7 +356,9 @@ def build_eval_dataset(spec: str, data_cfg: Any) -> FERDataset:
     if spec.endswith(ALIGNED_SUFFIX):
         from robustfer.data.aligned import align_dataset
 
-        ds = _build(spec[: -len(ALIGNED_SUFFIX)], data_cfg, data_cfg.eval_options, data_cfg.eval_label_mode, True)
-        return align_dataset(ds, size=max(96, 2 * data_cfg.input_size), crop_scale=data_cfg.crop_scale,
-                             crop_shift=data_cfg.crop_shift, progress=False)
+        ds = _build(spec[: -len(ALIGNED_SUFFIX)], data_cfg, data_cfg.eval_options, data_cfg.eval_label_mode, True,
+                    landmarks=False)
+        ds = align_dataset(ds, size=max(96, 2 * data_cfg.input_size), crop_scale=data_cfg.crop_scale,
+                           crop_shift=data_cfg.crop_shift, progress=False)
+        return attach_landmark_file(ds, data_cfg, aligned=True)
     return _build(spec, data_cfg, data_cfg.eval_options, data_cfg.eval_label_mode, True)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from robustfer.data.aligned import set_face_cropper
+from robustfer.data.landmarks import TEMPLATE_CROP_SCALE
 from robustfer.inference.detect import Detection
 
 #: Eye centres (image-left eye first) in FER2013/FERPlus crops, in units of the crop side:
@@ -37,7 +38,7 @@ from robustfer.inference.detect import Detection
 #: Made symmetric here.
 FER_EYES = np.array([[0.5 - 0.1836, 0.397], [0.5 + 0.1836, 0.397]])
 #: ``crop_scale`` of the Haar box measured on the same kind of crops (Preprocess default).
-FER_CROP_SCALE = 1.05
+FER_CROP_SCALE = TEMPLATE_CROP_SCALE
 
 
 def square_box(box: tuple[float, float, float, float], scale: float, shift: float

@@ -35,16 +35,13 @@ from typing import Any
 
 import numpy as np
 
+from robustfer.data.landmarks import five_from_mesh
 from robustfer.errors import ConfigError
 from robustfer.inference.detect import Detection, iou
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "face"
 
-#: Mesh indices (MediaPipe's canonical face mesh topology).
-MESH_RIGHT_EYE = (33, 133, 159, 145)     # subject's right eye (image left): corners, lids
-MESH_LEFT_EYE = (263, 362, 386, 374)
-MESH_NOSE_TIP = 1
-MESH_MOUTH_RIGHT, MESH_MOUTH_LEFT = 61, 291
+#: Mesh indices (MediaPipe's canonical face mesh topology; the five points' in robustfer.data.landmarks).
 #: Symmetric pairs (subject's right point, left point) that define the across-the-face axis.
 MESH_PAIRS = ((33, 263), (133, 362), (61, 291), (234, 454), (127, 356), (58, 288), (50, 280))
 MESH_FOREHEAD, MESH_CHIN = 10, 152
@@ -404,8 +401,7 @@ class BlazeFaceDetector:
                 mesh, flag = self.mesh(image, box, kp)
                 if flag < mesh_threshold:
                     continue
-                lm = np.stack([mesh[list(MESH_RIGHT_EYE), :2].mean(0), mesh[list(MESH_LEFT_EYE), :2].mean(0),
-                               mesh[MESH_NOSE_TIP, :2], mesh[MESH_MOUTH_RIGHT, :2], mesh[MESH_MOUTH_LEFT, :2]])
+                lm = five_from_mesh(mesh).astype(mesh.dtype)
                 extra.update(mesh=mesh.astype(np.float32), mesh_score=flag, pose=pose_from_mesh(mesh))
                 lo, hi = mesh[:, :2].min(0), mesh[:, :2].max(0)
                 out_box = np.array([lo[0], lo[1], hi[0], hi[1]])

@@ -1,5 +1,5 @@
-"""``robustfer annotate-pose``: estimate the head pose of every image of a dataset and write a
-pose-label file (format and reader: :mod:`robustfer.data.pose`).
+"""``robustfer annotate-pose``: estimate the head pose and the five landmarks of every image of a
+dataset and write a pose-label file (format and readers: :mod:`robustfer.data.pose`).
 
 This is how the PhaNet paper labelled AffectNet's yaw (with an external estimator): the labels
 are estimates, and :func:`ran_agreement` measures them against the RAN pose lists.
@@ -19,7 +19,8 @@ from robustfer.data.pose import COLUMNS, read_pose_file
 
 def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, detector: str = "blazeface",
                   upscale: int = 4, progress: bool = True) -> dict[str, Any]:
-    """Estimate the head pose of every image of a dataset and write a pose-label file.
+    """Estimate the head pose and five landmarks of every image of a dataset and write a pose-label
+    file (the landmarks in the dataset image's pixels).
 
     Face crops (48 px FER images) are upscaled ``upscale`` times before detection; the
     largest detection is used. Images where no face is found get empty fields.
@@ -54,7 +55,8 @@ def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, de
             rgb = cv2.resize(rgb, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
         dets = det.detect(rgb)
         if not dets:
-            rows.append({"id": s.id, "yaw": "", "pitch": "", "roll": "", "yaw_bin": "", "method": "none"})
+            rows.append({"id": s.id, "yaw": "", "pitch": "", "roll": "", "yaw_bin": "", "method": "none",
+                         "landmarks": ""})
             continue
         found += 1
         d = max(dets, key=lambda d: d.width * d.height)
@@ -64,7 +66,8 @@ def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, de
             return "" if v is None else f"{v:.1f}"
 
         rows.append({"id": s.id, "yaw": f(p.yaw), "pitch": f(p.pitch), "roll": f(p.roll),
-                     "yaw_bin": "" if p.yaw_bin is None else str(p.yaw_bin), "method": p.method})
+                     "yaw_bin": "" if p.yaw_bin is None else str(p.yaw_bin), "method": p.method,
+                     "landmarks": _points_text(d.landmarks, upscale)})
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as fh:
@@ -89,6 +92,18 @@ def annotate_pose(spec: str, out: str | Path, root: str | Path | None = None, de
             print(f"  RAN {k}: " + ", ".join(f"{m} {x:.3f}" if isinstance(x, float) else f"{m} {x}"
                                             for m, x in v.items()))
     return summary
+
+
+def _points_text(landmarks: np.ndarray | None, upscale: int) -> str:
+    """A detection's five points as the file's ``"x1 y1 ... x5 y5"`` in pixels of the dataset's
+    image (the detector saw it ``upscale`` times larger); empty unless all five are known."""
+    if landmarks is None:
+        return ""
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    if pts.shape != (5, 2) or not np.isfinite(pts).all():
+        return ""
+    pts = (pts + 0.5) / max(1, upscale) - 0.5  # pixel centres onto pixel centres
+    return " ".join(f"{v:.2f}" for v in pts.ravel())
 
 
 YAW_EDGES = (0, 15, 30, 45, 60, 90)
