@@ -33,6 +33,10 @@ its name, seed, paths and the settings that change only speed (threads, loader w
 progress, checkpoint interval, plots) -- so recording a run again replaces its line, and a GPU run
 of a seed replaces the CPU run of that seed (the same experiment; the line's hardware says where).
 
+``--latency`` measures each row's inference latency (PyTorch, batch 1, 1 thread; the model built
+from its recipe, since the weights do not change the cost) into ``--latency-file`` (default
+``docs/results/attention_latency.json``), which the table's ms/face column reads.
+
 ``--table`` prints the markdown table (``--table-out PATH`` also writes it): per row, mean +- std
 over its seeds (sample std) of FERPlus test, pose > 30, pose > 45, the RAN occlusion list, the 30 %
 block, the eye band, the lower-face band, the realistic occluders (mean of mask, sunglasses, hand,
@@ -100,6 +104,8 @@ ROWS = ("baseline", "ran", "ran_landmarks", "ran_no_rb", "scan_cci", "phanet", "
 BASELINE = "baseline"
 DEFAULT_SEEDS = ["2", f"{BASELINE}=3"]
 DEFAULT_RESULTS = REPO / "docs" / "results" / "attention_runs.jsonl"
+#: Per-row inference latency (``--latency``), read by the table when present.
+DEFAULT_LATENCY = REPO / "docs" / "results" / "attention_latency.json"
 #: Config keys left out of the recipe hash: names, paths, the seed and what changes only speed.
 NOT_HASHED = ("name", "output_dir", "data.root", "data.num_workers", "train.seed", "train.threads",
               "train.progress", "train.device", "train.resume", "train.checkpoint_minutes", "eval.plots")
@@ -306,11 +312,14 @@ def current_lines(lines: list[dict[str, Any]]) -> tuple[dict[str, list[dict[str,
     return by_row, notes
 
 
-def table(lines: list[dict[str, Any]]) -> str:
-    """The markdown table of the results-file ``lines`` (mean +- std over seeds, in %)."""
+def table(lines: list[dict[str, Any]], latency: dict[str, Any] | None = None) -> str:
+    """The markdown table of the results-file ``lines`` (mean +- std over seeds, in %), with a
+    ms/face column from ``latency`` (the ``--latency`` file's rows) when given."""
     by_row, notes = current_lines(lines)
     base = by_row.get(BASELINE, [])
-    head = ["row", *(h for h, _ in COLUMNS), "params", "seeds"]
+    lat = (latency or {}).get("rows", {})
+    head = ["row", *(h for h, _ in COLUMNS), "params", *(["ms/face"] if lat else []), "train images/s",
+            "run wall (min)", "seeds"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row, runs in by_row.items():
         cells = [f"`{row}`"]
@@ -329,10 +338,26 @@ def table(lines: list[dict[str, Any]]) -> str:
             cells.append(cell)
         params = {o.get("params") for o in runs if o.get("params")}
         cells.append(", ".join(f"{p / 1e6:.2f} M" for p in sorted(params)) or "-")
+        if lat:
+            cells.append(f"{lat[row]['ms_per_face']:.2f}" if row in lat else "-")
+        speed = [o["images_per_second"] for o in runs if o.get("images_per_second")]
+        cells.append(f"{statistics.median(speed):.0f}" if speed else "-")
+        wall = [o["train_wall_seconds"] for o in runs if o.get("train_wall_seconds")]
+        cells.append(f"{statistics.fmean(wall) / 60:.0f}" if wall else "-")
         cells.append(str(len({o["seed"] for o in runs})))
         out.append("| " + " | ".join(cells) + " |")
+    cpus = sorted({(o.get("hardware") or {}).get("processor") or "?" for rs in by_row.values() for o in rs})
     out += ["", "Accuracy (%), mean ± std over seeds; occluders on the first eval set (FER2013Test); "
-            "realistic occluders = mean of " + ", ".join(REALISTIC) + ". " + RULE, *notes]
+            "realistic occluders = mean of " + ", ".join(REALISTIC) + ". Train images/s: the median over "
+            "the row's runs of each run's median epoch throughput; run wall: training, validation and the "
+            "final evaluation, mean over the runs (CPU: " + "; ".join(cpus) + "; each run's threads and "
+            "hardware are in its line of the results file). " + RULE, *notes]
+    if lat:
+        out.insert(-len(notes) if notes else len(out),
+                   f"ms/face: PyTorch, batch 1, {latency.get('threads')} thread(s), median of "
+                   f"{latency.get('rounds')} rounds of {latency.get('repeats')} calls after warm-up, on "
+                   f"{latency.get('processor')} ({latency.get('created', '')[:10]}; "
+                   "`python benchmarks/attention_comparison.py --latency` on an otherwise idle machine).")
     return "\n".join(out) + "\n"
 
 
@@ -354,11 +379,63 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--table", action="store_true", help="print the table of the results file; train nothing")
     p.add_argument("--table-out", type=Path, default=None, help="also write the table to this file")
     p.add_argument("--dry-run", action="store_true", help="print the commands; train nothing")
+    p.add_argument("--latency", action="store_true",
+                   help="measure each row's batch-1 inference latency (1 thread) into --latency-file; "
+                        "train nothing (run it on an otherwise idle machine)")
+    p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per row and round (--latency)")
+    p.add_argument("--latency-file", type=Path, default=DEFAULT_LATENCY,
+                   help="the latency file (--latency writes it, the table reads it)")
     return p.parse_args(argv)
 
 
+def measure_latency(rows: list[str], threads: int = 1, repeats: int = 50, rounds: int = 3) -> dict[str, Any]:
+    """Batch-1 PyTorch latency (ms per face) of every row's model, built from its recipe (the
+    weights do not change the cost), interleaved over ``rounds`` rounds; median of the round
+    medians."""
+    import platform
+    import time
+    from datetime import datetime, timezone
+
+    import torch
+
+    from robustfer.engine.config import load_config
+    from robustfer.models import create_model
+
+    torch.set_num_threads(threads)
+    models = {}
+    for row in rows:
+        cfg = load_config(recipe_for(row))
+        model = create_model(cfg.model.name, num_classes=cfg.data.num_classes, in_chans=cfg.data.in_chans,
+                             **cfg.model.options).eval()
+        x = torch.zeros(1, cfg.data.in_chans, cfg.data.input_size, cfg.data.input_size)
+        kw = {"landmarks": torch.full((1, 5, 2), cfg.data.input_size / 2)} if cfg.model.options.get(
+            "regions") == "landmarks" else {}
+        models[row] = (model, x, kw)
+    per: dict[str, list[float]] = {r: [] for r in rows}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for row, (model, x, kw) in models.items():
+                for _ in range(5):
+                    model(x, **kw)
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    model(x, **kw)
+                    times.append(1000 * (time.perf_counter() - t0))
+                per[row].append(statistics.median(times))
+    return {"threads": threads, "repeats": repeats, "rounds": rounds,
+            "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "rows": {r: {"ms_per_face": round(statistics.median(v), 3), "round_medians": [round(x, 3) for x in v],
+                         "params": sum(q.numel() for q in models[r][0].parameters())} for r, v in per.items()}}
+
+
+def read_latency(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def show_table(args: argparse.Namespace) -> None:
-    text = table(read_lines(args.results))
+    text = table(read_lines(args.results), read_latency(args.latency_file))
     print(text, end="")
     if args.table_out:
         args.table_out.parent.mkdir(parents=True, exist_ok=True)
@@ -369,6 +446,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.table:
         show_table(args)
+        return 0
+    if args.latency:
+        lat = measure_latency(list(dict.fromkeys(args.rows)), repeats=args.latency_repeats)
+        args.latency_file.parent.mkdir(parents=True, exist_ok=True)
+        args.latency_file.write_text(json.dumps(lat, indent=1, sort_keys=True) + "\n")
+        for row, v in lat["rows"].items():
+            print(f"{row}: {v['ms_per_face']:.2f} ms/face (rounds: {v['round_medians']})")
+        print(f"wrote {args.latency_file}")
         return 0
     rows = list(dict.fromkeys(args.rows))
     if args.gpu:

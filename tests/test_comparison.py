@@ -179,9 +179,26 @@ def test_table_marks_differences_beyond_the_seed_spread() -> None:
     assert "82.00 ± 0.71" in rows["`aha`"] and "**" not in rows["`aha`"]
     assert "90.00" in rows["`scan_cci`"] and "**" not in rows["`scan_cci`"]
     assert rows["`aha`"].rstrip(" |").endswith("2") and "1.17 M" in rows["`aha`"]
+    assert "| 1.17 M | - | - | 2 |" in rows["`aha`"]  # no speed or wall time in these lines
     assert "|mean - baseline mean| > std + baseline std" in text
     assert "aha: 1 line(s) of an older recipe" in text
     assert "72.00 ± 0.71" in rows["`aha`"]  # the 30 % block column
+
+
+def test_latency_of_every_row_goes_into_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 one_thread: None) -> None:
+    lat_file = tmp_path / "lat.json"
+    assert cmp.main(["--latency", "--rows", "baseline", "ran_landmarks", "--latency-file", str(lat_file),
+                     "--latency-repeats", "3"]) == 0
+    lat = json.loads(lat_file.read_text())
+    assert set(lat["rows"]) == {"baseline", "ran_landmarks"} and lat["threads"] == 1
+    assert all(v["ms_per_face"] > 0 and len(v["round_medians"]) == 3 for v in lat["rows"].values())
+    assert lat["rows"]["baseline"]["params"] == 1_165_416
+    capsys.readouterr()
+    text = cmp.table([_line("baseline", 0, 80.0, created="2026-01-02T00:00:00")], lat)
+    assert "| ms/face |" in text and f"| {lat['rows']['baseline']['ms_per_face']:.2f} |" in text
+    assert "batch 1, 1 thread(s)" in text
+    assert "| ms/face |" not in cmp.table([_line("baseline", 0, 80.0)])
 
 
 def test_gpu_without_counterparts_and_missing_pose_files_refuse(
