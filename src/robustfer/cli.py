@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap = sub.add_parser("annotate-pose", help="write a pose-label file (image id -> yaw, bin, five landmarks) for a dataset")
     ap.add_argument("dataset", help="dataset spec, e.g. ferplus:train")
-    ap.add_argument("--out", required=True, help="CSV to write (id,yaw,pitch,roll,yaw_bin,method)")
+    ap.add_argument("--out", required=True, help="CSV to write (id,yaw,pitch,roll,yaw_bin,method,landmarks)")
     ap.add_argument("--data-root", help="folder holding the dataset folders")
     ap.add_argument("--detector", default="blazeface",
                     help="blazeface (face mesh pose; default), dlib (5 landmarks) or haar (coarse bins)")

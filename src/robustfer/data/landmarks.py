@@ -44,7 +44,7 @@ MESH_RIGHT_EYE = (33, 133, 159, 145)     # subject's right eye (image left): cor
 MESH_LEFT_EYE = (263, 362, 386, 374)
 MESH_NOSE_TIP = 1
 MESH_MOUTH_RIGHT, MESH_MOUTH_LEFT = 61, 291
-#: The detectors' 5-point order (``robustfer.inference.detect.LANDMARK_NAMES``).
+#: The 5-point order of every detector and landmark file (``robustfer.inference.detect.LANDMARK_NAMES``).
 FIVE_POINTS = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
 #: ``crop_scale`` of the FER2013 crop geometry the mesh template was measured in (the
 #: ``Preprocess`` default; ``robustfer.inference.align.FER_CROP_SCALE``).

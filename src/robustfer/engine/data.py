@@ -218,12 +218,12 @@ def _build(spec: str, data_cfg: Any, user_opts: dict[str, Any], label_mode: str,
             f"set data.num_classes={ds.num_classes} (or the loader's num_classes option)."
         )
     ds.cache = data_cfg.cache
-    if getattr(data_cfg, "pose_file", None):
+    pose_files = _as_list(getattr(data_cfg, "pose_file", None))
+    if pose_files:
         from robustfer.data.pose import read_pose_file
 
-        files = [data_cfg.pose_file] if isinstance(data_cfg.pose_file, str) else data_cfg.pose_file
         poses: dict[str, tuple[float | None, int | None]] = {}
-        for f in files:
+        for f in pose_files:
             poses.update(read_pose_file(f))
         ds = ds.attach_pose(poses)
     return attach_landmark_file(ds, data_cfg) if landmarks else ds

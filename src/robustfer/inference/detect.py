@@ -26,11 +26,12 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from robustfer.data.landmarks import FIVE_POINTS
 from robustfer.errors import ConfigError
 
 #: Landmark order of every 5-point detector here: subject's right eye, left eye (image left
 #: to right for a frontal face), nose tip, right mouth corner, left mouth corner.
-LANDMARK_NAMES = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
+LANDMARK_NAMES = FIVE_POINTS
 
 
 @dataclass
