@@ -23,8 +23,11 @@ Each (row, seed) trains in turn through the engine, in a subprocess::
 
 (its output goes to ``OUT/cmp_<row>_s<S>.log``), seeds first (every row's seed 0, then seed 1,
 ...), so an interrupted comparison already has one seed of every row. Re-running the same command
-skips the finished runs (those with a ``report.json``) and resumes an unfinished one from its
-``last.pt`` (the engine's own resumption: the same command continues it). After each finished run
+skips the finished runs (those with a ``report.json``) and the runs without a folder that the results
+file already has under the recipe's current hash (so a fresh clone, whose ``runs/`` is empty, continues the
+comparison where the committed results file stands; ``--retrain-recorded`` trains them again), and
+resumes an unfinished one from its ``last.pt`` (the engine's own resumption: the same command
+continues it). After each finished run
 a compact summary of its ``report.json`` (accuracies on every eval set, each occluder's accuracy on
 FER2013Test, ECE, parameters, wall time, images/s, hardware) replaces or joins its line in the
 results file (``--results``, default ``docs/results/attention_runs.jsonl``, one JSON object a
@@ -379,6 +382,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--table", action="store_true", help="print the table of the results file; train nothing")
     p.add_argument("--table-out", type=Path, default=None, help="also write the table to this file")
     p.add_argument("--dry-run", action="store_true", help="print the commands; train nothing")
+    p.add_argument("--retrain-recorded", action="store_true",
+                   help="train (and record again) the runs the results file already has under the "
+                        "recipe's current hash, instead of skipping them")
     p.add_argument("--latency", action="store_true",
                    help="measure each row's batch-1 inference latency (1 thread) into --latency-file; "
                         "train nothing (run it on an otherwise idle machine)")
@@ -482,6 +488,12 @@ def main(argv: list[str] | None = None) -> int:
             print(" ".join(cmd))
             continue
         want = recipe_hash(resolved(row, seed, args).to_dict())
+        if not args.retrain_recorded and not run_dir.is_dir() and any(
+                (o.get("row"), o.get("seed"), o.get("recipe_hash")) == (row, seed, want)
+                for o in read_lines(args.results)):
+            print(f"[{k}/{len(pairs)}] {name}: recorded in {args.results} (hash {want}), skipped; "
+                  "--retrain-recorded trains it again")
+            continue
         if (run_dir / "report.json").is_file():
             have = recipe_hash(run_config(run_dir))
             if have != want:

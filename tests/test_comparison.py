@@ -255,6 +255,15 @@ def test_runner_records_skips_resumes_and_tabulates(
     assert "resumed from" in (out / "cmp_ran_no_rb_s1.log").read_text()
     assert len(cmp.read_lines(results)) == 4
 
+    # a fresh clone (no run folders) skips the runs the results file has under the current hash
+    import shutil
+    shutil.rmtree(out / "cmp_baseline_s1")
+    assert cmp.main(argv) == 0
+    fresh = capsys.readouterr().out
+    assert fresh.count("finished, skipped") == 3 and fresh.count("recorded in") == 1
+    assert ": training (log:" not in fresh and not (out / "cmp_baseline_s1").exists()
+    assert len(cmp.read_lines(results)) == 4
+
     assert cmp.main(["--table", "--results", str(results), "--table-out", str(tmp_path / "t.md")]) == 0
     text = capsys.readouterr().out
     assert "| `baseline` |" in text and "| `ran_no_rb` |" in text and " ± " in text
@@ -262,7 +271,8 @@ def test_runner_records_skips_resumes_and_tabulates(
 
     # the GPU script is the same runner with --gpu: the rows' GPU recipes, recorded as the same
     # experiment (a GPU seed replaces the CPU line of that seed); here on CPU, loader in-process
-    gpu = ["--gpu", "--rows", "baseline", "--seeds", "1", "--output-dir", str(tmp_path / "gpu"),
+    # (--retrain-recorded: by default it would skip the seed the results file has)
+    gpu = ["--gpu", "--retrain-recorded", "--rows", "baseline", "--seeds", "1", "--output-dir", str(tmp_path / "gpu"),
            "--results", str(results)] + [a for o in [*overrides, "data.num_workers=0"] for a in ("--override", o)]
     assert cmp.main(gpu) == 0
     capsys.readouterr()
