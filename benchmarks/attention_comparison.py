@@ -23,12 +23,11 @@ Each (row, seed) trains in turn through the engine, in a subprocess::
 
 (its output goes to ``OUT/cmp_<row>_s<S>.log``), seeds first (every row's seed 0, then seed 1,
 ...), so an interrupted comparison already has one seed of every row. Re-running the same command
-skips the finished runs (those with a ``report.json``) and the runs without a folder that the results
-file already has under the recipe's current hash (so a fresh clone, whose ``runs/`` is empty, continues the
-comparison where the committed results file stands; ``--retrain-recorded`` trains them again), and
-resumes an unfinished one from its ``last.pt`` (the engine's own resumption: the same command
-continues it). After each finished run
-a compact summary of its ``report.json`` (accuracies on every eval set, each occluder's accuracy on
+skips the finished runs (those with a ``report.json``) and the runs without a folder that the
+results file already has under the recipe's current hash (so a fresh clone, whose ``runs/`` is
+empty, continues the comparison where the committed results file stands; ``--retrain-recorded``
+trains them again), and resumes an unfinished one from its ``last.pt`` (the engine's own
+resumption: the same command continues it). After each finished run a compact summary of its ``report.json`` (accuracies on every eval set, each occluder's accuracy on
 FER2013Test, ECE, parameters, wall time, images/s, hardware) replaces or joins its line in the
 results file (``--results``, default ``docs/results/attention_runs.jsonl``, one JSON object a
 line). A line is keyed by row, seed and recipe hash -- a hash of the run's resolved config without
@@ -71,8 +70,9 @@ the engine picks the GPU (``train.device: auto``) and trains under bf16 autocast
     python benchmarks/attention_comparison.py --gpu --data-root DATA --output-dir runs/cmp
     python benchmarks/attention_comparison.py --table --table-out runs/cmp/table.md
 
-and commit ``docs/results/attention_runs.jsonl`` from there (a GPU line replaces a committed CPU line
-of the same row, seed and recipe). ``--gpu`` refuses when a row has no GPU counterpart. At 48 px
+and commit ``docs/results/attention_runs.jsonl`` from there. It trains the (row, seed) pairs the
+committed file lacks; add ``--retrain-recorded`` to train the recorded ones too, whose GPU lines
+then replace the CPU lines of the same row, seed and recipe. ``--gpu`` refuses when a row has no GPU counterpart. At 48 px
 these models are small for a GPU: expect the loader (occluder drawing, about 1 ms a face) to set
 the pace, minutes per run.
 
@@ -479,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
               f"or leave out the rows that read them (--rows): {', '.join(needing)}.", file=sys.stderr)
         return 2
     failed = []
+    recorded = {(o.get("row"), o.get("seed"), o.get("recipe_hash")) for o in read_lines(args.results)}
     for k, (row, seed) in enumerate(pairs, 1):
         name = run_name(row, seed)
         run_dir = args.output_dir / name
@@ -488,9 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             print(" ".join(cmd))
             continue
         want = recipe_hash(resolved(row, seed, args).to_dict())
-        if not args.retrain_recorded and not run_dir.is_dir() and any(
-                (o.get("row"), o.get("seed"), o.get("recipe_hash")) == (row, seed, want)
-                for o in read_lines(args.results)):
+        if not args.retrain_recorded and not run_dir.is_dir() and (row, seed, want) in recorded:
             print(f"[{k}/{len(pairs)}] {name}: recorded in {args.results} (hash {want}), skipped; "
                   "--retrain-recorded trains it again")
             continue

@@ -8,6 +8,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -256,7 +257,6 @@ def test_runner_records_skips_resumes_and_tabulates(
     assert len(cmp.read_lines(results)) == 4
 
     # a fresh clone (no run folders) skips the runs the results file has under the current hash
-    import shutil
     shutil.rmtree(out / "cmp_baseline_s1")
     assert cmp.main(argv) == 0
     fresh = capsys.readouterr().out
