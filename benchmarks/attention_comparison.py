@@ -122,6 +122,9 @@ COLUMNS = (("FERPlus test", "test"), ("pose > 30", "pose30"), ("pose > 45", "pos
            ("occlusion", "occlusion"), ("block 30 %", "occ:block30"), ("eye band", "occ:eye_band"),
            ("lower face", "occ:lower_face"), ("realistic occluders", "realistic"),
            ("SFEW held-out", "sfew_heldout"), ("muxspace held-out", "muxspace_heldout"))
+#: The README's compact table: the robustness columns only.
+COMPACT_COLUMNS = tuple(c for c in COLUMNS if c[1] in ("test", "pose30", "pose45", "occlusion", "realistic",
+                                                        "sfew_heldout"))
 RULE = ("Marked (**bold**, difference to the baseline in brackets): |mean - baseline mean| > std + "
         "baseline std, both over at least two seeds (sample std); unmarked differences are within the "
         "seed spread.")
@@ -315,18 +318,20 @@ def current_lines(lines: list[dict[str, Any]]) -> tuple[dict[str, list[dict[str,
     return by_row, notes
 
 
-def table(lines: list[dict[str, Any]], latency: dict[str, Any] | None = None) -> str:
+def table(lines: list[dict[str, Any]], latency: dict[str, Any] | None = None,
+          columns: tuple[tuple[str, str], ...] = COLUMNS) -> str:
     """The markdown table of the results-file ``lines`` (mean +- std over seeds, in %), with a
-    ms/face column from ``latency`` (the ``--latency`` file's rows) when given."""
+    ms/face column from ``latency`` (the ``--latency`` file's rows) when given; ``columns`` picks
+    the accuracy columns (:data:`COMPACT_COLUMNS` for the README)."""
     by_row, notes = current_lines(lines)
     base = by_row.get(BASELINE, [])
     lat = (latency or {}).get("rows", {})
-    head = ["row", *(h for h, _ in COLUMNS), "params", *(["ms/face"] if lat else []), "train images/s",
+    head = ["row", *(h for h, _ in columns), "params", *(["ms/face"] if lat else []), "train images/s",
             "run wall (min)", "seeds"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row, runs in by_row.items():
         cells = [f"`{row}`"]
-        for _, field in COLUMNS:
+        for _, field in columns:
             vals = [v for v in (_value(o, field) for o in runs) if v is not None]
             if not vals:
                 cells.append("-")
@@ -356,10 +361,11 @@ def table(lines: list[dict[str, Any]], latency: dict[str, Any] | None = None) ->
             "final evaluation, mean over the runs (CPU: " + "; ".join(cpus) + "; each run's threads and "
             "hardware are in its line of the results file). " + RULE, *notes]
     if lat:
+        cores = f", {latency['cpu_count']} cores" if latency.get("cpu_count") else ""
         out.insert(-len(notes) if notes else len(out),
                    f"ms/face: PyTorch, batch 1, {latency.get('threads')} thread(s), median of "
                    f"{latency.get('rounds')} rounds of {latency.get('repeats')} calls after warm-up, on "
-                   f"{latency.get('processor')} ({latency.get('created', '')[:10]}; "
+                   f"{latency.get('processor')}{cores} ({latency.get('created', '')[:10]}; "
                    "`python benchmarks/attention_comparison.py --latency` on an otherwise idle machine).")
     return "\n".join(out) + "\n"
 
@@ -381,6 +387,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="train the rows' GPU counterparts (recipes/cmp_<row>_gpu.yaml)")
     p.add_argument("--table", action="store_true", help="print the table of the results file; train nothing")
     p.add_argument("--table-out", type=Path, default=None, help="also write the table to this file")
+    p.add_argument("--compact", action="store_true",
+                   help="with --table: the robustness columns only (the README's table)")
     p.add_argument("--dry-run", action="store_true", help="print the commands; train nothing")
     p.add_argument("--retrain-recorded", action="store_true",
                    help="train (and record again) the runs the results file already has under the "
@@ -405,6 +413,7 @@ def measure_latency(rows: list[str], threads: int = 1, repeats: int = 50, rounds
     import torch
 
     from robustfer.engine.config import load_config
+    from robustfer.engine.evaluate import cpu_name
     from robustfer.models import create_model
 
     torch.set_num_threads(threads)
@@ -430,7 +439,7 @@ def measure_latency(rows: list[str], threads: int = 1, repeats: int = 50, rounds
                     times.append(1000 * (time.perf_counter() - t0))
                 per[row].append(statistics.median(times))
     return {"threads": threads, "repeats": repeats, "rounds": rounds,
-            "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "processor": cpu_name() or platform.machine(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "rows": {r: {"ms_per_face": round(statistics.median(v), 3), "round_medians": [round(x, 3) for x in v],
                          "params": sum(q.numel() for q in models[r][0].parameters())} for r, v in per.items()}}
@@ -441,7 +450,8 @@ def read_latency(path: Path) -> dict[str, Any] | None:
 
 
 def show_table(args: argparse.Namespace) -> None:
-    text = table(read_lines(args.results), read_latency(args.latency_file))
+    text = table(read_lines(args.results), read_latency(args.latency_file),
+                 COMPACT_COLUMNS if args.compact else COLUMNS)
     print(text, end="")
     if args.table_out:
         args.table_out.parent.mkdir(parents=True, exist_ok=True)

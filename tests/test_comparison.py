@@ -184,6 +184,10 @@ def test_table_marks_differences_beyond_the_seed_spread() -> None:
     assert "|mean - baseline mean| > std + baseline std" in text
     assert "aha: 1 line(s) of an older recipe" in text
     assert "72.00 ± 0.71" in rows["`aha`"]  # the 30 % block column
+    compact = cmp.table(lines, columns=cmp.COMPACT_COLUMNS)
+    head = compact.splitlines()[0]
+    assert "| FERPlus test |" in head and "| realistic occluders |" in head and "block 30" not in head
+    assert "**85.50 ± 0.71 (+4.50)**" in compact and "72.00" not in compact
 
 
 def test_latency_of_every_row_goes_into_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str],

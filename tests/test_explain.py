@@ -123,3 +123,10 @@ def test_phanet_explanation_has_nested_scales(tmp_path: Path) -> None:
     # each scale's square lies inside the previous one
     for i in (1, 2):
         assert (b[i, :2] >= b[i - 1, :2] - 1e-3).all() and (b[i, 2:] <= b[i - 1, 2:] + 1e-3).all()
+
+
+def test_explain_takes_a_shipped_models_name(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLES / "grace_hopper.jpg"), "--checkpoint", "default", "--out", str(out)]) == 0
+    assert [p.name for p in out.glob("*.png")] == ["grace_hopper_explain.png"]
+    assert main(["explain", str(SAMPLES / "grace_hopper.jpg"), "--checkpoint", "nope", "--out", str(out)]) == 2

@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("explain", help="draw what a model attended to (RAN regions, SCAN-CCI maps) as PNGs")
     ex.add_argument("images", nargs="+", help="photos (faces are detected) or face crops (--no-detect)")
-    ex.add_argument("--checkpoint", required=True, help="best.safetensors (or a run folder)")
+    ex.add_argument("--checkpoint", required=True,
+                    help="best.safetensors, a run folder, or a shipped model's name (e.g. ran)")
     ex.add_argument("--out", default=".", help="folder for the PNGs (default: here); one per face")
     ex.add_argument("--no-detect", action="store_true", help="inputs are face crops: explain whole images")
     ex.add_argument("--detector", default="blazeface",

@@ -186,17 +186,21 @@ def load_training_state(path: Path) -> dict[str, Any]:
 
 
 def safetensors_checkpoint(path: str | Path, why: str) -> Path:
-    """``path`` as a ``.safetensors`` checkpoint (a run folder means its ``best.safetensors``).
+    """``path`` as a ``.safetensors`` checkpoint (a run folder means its ``best.safetensors``; the
+    name of a model shipped in the package, e.g. ``"ran"``, means its file).
 
     Raises:
         ConfigError: for any other file (an ONNX export, a ``last.pt``), with ``why`` -- what the
             caller needs the checkpoint for and what to do instead.
     """
     from robustfer.errors import ConfigError
+    from robustfer.runtime.weights import PRETRAINED, pretrained_path
 
     p = Path(path)
+    if str(path) in PRETRAINED and not p.exists():
+        return pretrained_path(str(path))
     if p.is_dir():
         p = p / "best.safetensors"
     if p.suffix != ".safetensors":
-        raise ConfigError(f"{path}: {why}")
+        raise ConfigError(f"{path}: {why} (or name a shipped model: {', '.join(sorted(PRETRAINED))})")
     return p
