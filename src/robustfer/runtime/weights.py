@@ -10,8 +10,11 @@ from robustfer.errors import ConfigError
 #: MODEL_CARD.md). ``default`` (version 2: FERPlus + SFEW + muxspace_dev, realistic occluders,
 #: calibrated) has its float32 ONNX export (``.onnx``) and int8 file (``.int8.onnx``) beside it;
 #: ``ferplus-v1``, the FERPlus-only model it replaced (kept for comparison and as the
-#: distillation teacher of the version-2 recipe), ships as ``.safetensors`` only (PyTorch backend).
-PRETRAINED = {"default": "ferplus_v2.safetensors", "ferplus-v1": "ferplus_compact_cnn.safetensors"}
+#: distillation teacher of the version-2 recipe), ships as ``.safetensors`` only (PyTorch backend);
+#: ``ran``, RAN with fixed regions from the attention comparison (the attention option, whose
+#: regions ``robustfer explain --checkpoint ran`` draws), ships with its float32 ``.onnx``.
+PRETRAINED = {"default": "ferplus_v2.safetensors", "ferplus-v1": "ferplus_compact_cnn.safetensors",
+              "ran": "ferplus_ran.safetensors"}
 
 
 def pretrained_path(name: str) -> Path:
