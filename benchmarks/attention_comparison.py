@@ -27,10 +27,10 @@ skips the finished runs (those with a ``report.json``) and the runs without a fo
 results file already has under the recipe's current hash (so a fresh clone, whose ``runs/`` is
 empty, continues the comparison where the committed results file stands; ``--retrain-recorded``
 trains them again), and resumes an unfinished one from its ``last.pt`` (the engine's own
-resumption: the same command continues it). After each finished run a compact summary of its ``report.json`` (accuracies on every eval set, each occluder's accuracy on
-FER2013Test, ECE, parameters, wall time, images/s, hardware) replaces or joins its line in the
-results file (``--results``, default ``docs/results/attention_runs.jsonl``, one JSON object a
-line). A line is keyed by row, seed and recipe hash -- a hash of the run's resolved config without
+resumption: the same command continues it). After each finished run a compact summary of its
+``report.json`` (accuracies on every eval set, each occluder's accuracy on FER2013Test, ECE,
+parameters, wall time, images/s, hardware) replaces or joins its line in the results file
+(``--results``, default ``docs/results/attention_runs.jsonl``, one JSON object a line). A line is keyed by row, seed and recipe hash -- a hash of the run's resolved config without
 its name, seed, paths and the settings that change only speed (threads, loader workers, device,
 progress, checkpoint interval, plots) -- so recording a run again replaces its line, and a GPU run
 of a seed replaces the CPU run of that seed (the same experiment; the line's hardware says where).
@@ -72,8 +72,8 @@ the engine picks the GPU (``train.device: auto``) and trains under bf16 autocast
 
 and commit ``docs/results/attention_runs.jsonl`` from there. It trains the (row, seed) pairs the
 committed file lacks; add ``--retrain-recorded`` to train the recorded ones too, whose GPU lines
-then replace the CPU lines of the same row, seed and recipe. ``--gpu`` refuses when a row has no GPU counterpart. At 48 px
-these models are small for a GPU: expect the loader (occluder drawing, about 1 ms a face) to set
+then replace the CPU lines of the same row, seed and recipe. ``--gpu`` refuses when a row has no
+GPU counterpart. At 48 px these models are small for a GPU: expect the loader (occluder drawing, about 1 ms a face) to set
 the pace, minutes per run.
 
 Cost on 2 idle CPU cores (estimates, not measured with these recipes): an epoch is 31,041 faces
@@ -439,7 +439,8 @@ def measure_latency(rows: list[str], threads: int = 1, repeats: int = 50, rounds
                     times.append(1000 * (time.perf_counter() - t0))
                 per[row].append(statistics.median(times))
     return {"threads": threads, "repeats": repeats, "rounds": rounds,
-            "processor": cpu_name() or platform.machine(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "processor": cpu_name() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "rows": {r: {"ms_per_face": round(statistics.median(v), 3), "round_medians": [round(x, 3) for x in v],
                          "params": sum(q.numel() for q in models[r][0].parameters())} for r, v in per.items()}}

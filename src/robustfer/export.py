@@ -109,8 +109,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
         onnx.save(m, str(tmp))
 
     atomic_write(out, write)
-    # RAN with fixed or random regions accepts landmarks but never reads them: no warning there
-    if takes_landmarks(model) and getattr(model, "regions", "landmarks") == "landmarks":
+    if takes_landmarks(model) and getattr(model, "reads_landmarks", True):
         import warnings
 
         warnings.warn(f"{meta.model_name} can use landmarks, but the ONNX graph takes the face crop only: "

@@ -126,10 +126,8 @@ def resolve_checkpoint(spec: str, role: str = "distill teacher") -> Path:
     """A checkpoint named in a recipe (a distillation teacher, ``model.init``): a shipped model
     name (``default``), a ``.safetensors`` file or a run folder."""
     from robustfer.runtime.checkpoint import safetensors_checkpoint
-    from robustfer.runtime.weights import PRETRAINED, pretrained_path
+    from robustfer.runtime.weights import PRETRAINED
 
-    if spec in PRETRAINED:
-        return pretrained_path(spec)
     path = safetensors_checkpoint(spec, f"{role} must be a .safetensors checkpoint (or a run folder "
                                         "holding best.safetensors) or a shipped name.")
     if not path.is_file():

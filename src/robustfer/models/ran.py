@@ -113,6 +113,8 @@ class RAN(nn.Module):
             raise ModelError(f"RAN regions={cfg.regions!r} is unknown; use one of {REGION_MODES}.")
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.regions = cfg.regions
+        #: whether forward() reads the ``landmarks`` it accepts (fixed and random regions do not)
+        self.reads_landmarks = cfg.regions == "landmarks"
         self.random_scale = cfg.random_scale
         self.landmark_side = cfg.landmark_side
         self.crop_size = cfg.crop_size
