@@ -168,3 +168,43 @@ def test_align_without_the_front_end_says_what_to_do(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(aligned, "_CROPPER", None)
     with pytest.raises(DatasetError, match="import robustfer.inference"):
         aligned.align_dataset(build_dataset("synthetic:train", size=2), progress=False)
+
+
+def _align_in_child(barrier, errors) -> None:  # a run of its own, cutting the same dataset
+    import robustfer.data.aligned as aligned
+
+    save = aligned.np.savez
+
+    def save_then_wait(*args, **kwargs):  # both runs have written their file before either publishes
+        save(*args, **kwargs)
+        barrier.wait(timeout=60)
+
+    aligned.np.savez = save_then_wait
+    try:
+        aligned.align_dataset(build_dataset("synthetic:train", size=3), size=8, progress=False)
+    except Exception as e:  # reported to the parent, which fails the test
+        errors.put(repr(e))
+
+
+def test_two_runs_cutting_the_same_faces_at_once_both_succeed(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    import multiprocessing
+
+    import robustfer.data.aligned as aligned
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("needs the fork start method")
+    monkeypatch.setenv("ROBUSTFER_CACHE", str(tmp_path))
+    monkeypatch.setattr(aligned, "_CROPPER", lambda img, size, *a: np.full((size, size, 3), 7, np.uint8))
+    ctx = multiprocessing.get_context("fork")
+    barrier, errors = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_align_in_child, args=(barrier, errors)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    found = [errors.get(timeout=1) for _ in range(errors.qsize())] if not errors.empty() else []
+    assert found == [] and all(p.exitcode == 0 for p in procs)
+    files = list((tmp_path / "aligned").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npz" and not files[0].name.startswith(".")
+    assert np.load(files[0])["found"].all()

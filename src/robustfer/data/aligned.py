@@ -105,7 +105,9 @@ def align_dataset(ds: FERDataset, size: int = 96, crop_scale: float = 1.05, crop
             if crop is not None:
                 crops[i], found[i] = crop, True
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        # A temporary name of this process's own: two runs started together on a fresh cache both
+        # cut the faces, and each must publish a whole file without tripping over the other's.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
         np.savez(tmp, found=found, crops=crops)
         os.replace(tmp, path)
     if not found.any():
