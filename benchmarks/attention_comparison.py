@@ -16,7 +16,7 @@ cosine, no distillation; so the only difference between rows is the method):
     aha             AHA on compact-CNN width-1.0 sub-networks, two-step fusion, CosFace
     aha_concat      AHA with plain concatenation instead of the two-step fusion
 
-Each (row, seed) trains in turn through the engine, in a subprocess::
+Each (row, seed) trains through the engine, in a subprocess (``--jobs N``: N at once)::
 
     robustfer train --config recipes/cmp_<row>.yaml --output-dir OUT --name cmp_<row>_s<S> \\
         [--data-root ROOT] train.progress=false train.seed=S [--override ...]
@@ -53,12 +53,14 @@ labels and RAN's landmarks, as in recipes/cmp_phanet.yaml and cmp_ran_landmarks.
 
     for s in train valid test; do robustfer annotate-pose ferplus:$s --data-root ../shared/data \\
         --out poses/ferplus_$s.csv; done
-    nice python benchmarks/attention_comparison.py --data-root ../shared/data
+    nice python benchmarks/attention_comparison.py --data-root ../shared/data --jobs 2
     python benchmarks/attention_comparison.py --table
 
 ``--rows ran aha`` trains some rows only; ``--seeds 2 baseline=3`` is the default (two seeds a row,
-three for the baseline; seeds are 0 .. N-1); ``--override train.threads=1`` (repeatable) passes
-overrides to every run (two runs side by side on two cores); ``--dry-run`` prints the commands.
+three for the baseline; seeds are 0 .. N-1); ``--override KEY=VALUE`` (repeatable) passes
+overrides to every run; ``--jobs 2`` trains two runs at once, one thread each (``train.threads`` is
+the cores divided by the jobs unless an override sets it), the next starting as one finishes; ``--dry-run``
+prints the commands.
 
 On a GPU machine (one GPU; the repository and the datasets copied there, from the repository
 root): the same commands with ``--gpu``, which trains the rows' GPU counterparts
@@ -76,15 +78,14 @@ then replace the CPU lines of the same row, seed and recipe. ``--gpu`` refuses w
 GPU counterpart. At 48 px these models are small for a GPU: expect the loader (occluder drawing, about 1 ms a face) to set
 the pace, minutes per run.
 
-Cost on 2 idle CPU cores (estimates, not measured with these recipes): an epoch is 31,041 faces
-(FERPlus train 27,947, SFEW rest 611, muxspace rest 2,483); the baseline trains at about 450
-images/s with bf16 autocast on the AMD EPYC machine (docs/model_v2.md: 510 without occluders, 410
-with them on half the faces), about 75 s an epoch with validation, 25-30 min a run. Forward
-multiply-adds per 48 px face relative to the baseline's 96 M: ran 4.1x, ran_landmarks 3.2x, scan_cci
-3.1x, aha and aha_concat 3.0x, phanet 0.25x (but bound by its many small layers: its 10-epoch CPU
-runs in docs/results.md took about as long as a baseline's). So about 1.7 h a run for RAN, 1.2-1.4 h
-for SCAN-CCI, AHA and RAN with landmark regions, under 1 h for PhaNet: about 20 h for the default
-19 runs.
+Cost on 2 CPU cores, two runs at once with one thread each (measured: the table's run wall and
+train images/s columns, each run's hardware in its line of the results file): an epoch is 31,041
+faces (FERPlus train 27,947, SFEW rest 611, muxspace rest 2,483); about 35-40 min a run for the
+baseline and PhaNet, 1.5 h for AHA, 1.7 h for SCAN-CCI and 2-2.4 h for RAN on a 2-core Intel Xeon
+with AMX or AMD EPYC with AVX-512 bf16 -- about 25 h of runs for the default 19, half that in wall
+time with ``--jobs 2``. Forward multiply-adds per 48 px face relative to the baseline's 96 M: ran 4.1x,
+ran_landmarks 3.2x, scan_cci 3.1x, aha and aha_concat 3.0x, phanet 0.25x (bound by its many small
+layers instead).
 """
 
 from __future__ import annotations
@@ -96,8 +97,14 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: runners side by side may then lose a line; --jobs does not
+    fcntl = None  # type: ignore[assignment]
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -280,15 +287,19 @@ def record(path: Path, line: dict[str, Any]) -> None:
     from robustfer.runtime.checkpoint import atomic_write
 
     key = (line["row"], line["seed"], line["recipe_hash"])
-    lines = read_lines(path)
-    at = next((i for i, o in enumerate(lines)
-               if (o.get("row"), o.get("seed"), o.get("recipe_hash")) == key), None)
-    if at is None:
-        lines.append(line)
-    else:
-        lines[at] = line
-    text = "".join(json.dumps(o, sort_keys=True) + "\n" for o in lines)
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        if fcntl is not None:  # two runners recording at once: one reads after the other wrote
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lines = read_lines(path)
+        at = next((i for i, o in enumerate(lines)
+                   if (o.get("row"), o.get("seed"), o.get("recipe_hash")) == key), None)
+        if at is None:
+            lines.append(line)
+        else:
+            lines[at] = line
+        text = "".join(json.dumps(o, sort_keys=True) + "\n" for o in lines)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 # ---------------------------------------------------------------------- the table
@@ -389,6 +400,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--table-out", type=Path, default=None, help="also write the table to this file")
     p.add_argument("--compact", action="store_true",
                    help="with --table: the robustness columns only (the README's table)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, each in its own process (default 1; with more, every run "
+                        "gets train.threads=<cores / jobs> unless --override sets train.threads)")
     p.add_argument("--dry-run", action="store_true", help="print the commands; train nothing")
     p.add_argument("--retrain-recorded", action="store_true",
                    help="train (and record again) the runs the results file already has under the "
@@ -399,7 +413,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per row and round (--latency)")
     p.add_argument("--latency-file", type=Path, default=DEFAULT_LATENCY,
                    help="the latency file (--latency writes it, the table reads it)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: give at least 1 (runs trained at once)")
+    return args
 
 
 def measure_latency(rows: list[str], threads: int = 1, repeats: int = 50, rounds: int = 3) -> dict[str, Any]:
@@ -459,6 +476,44 @@ def show_table(args: argparse.Namespace) -> None:
         args.table_out.write_text(text)
 
 
+def _recipe(row: str, args: argparse.Namespace) -> str:
+    return os.path.relpath(recipe_for(row, args.gpu), REPO)
+
+
+def train_queue(queue: list[tuple[str, str, int, Path, list[str]]], args: argparse.Namespace) -> list[str]:
+    """Train the queued runs, ``args.jobs`` at a time, each in its own process with its own log,
+    in queue order; record each in the results file as it finishes. Returns the failed runs' names."""
+    failed: list[str] = []
+    running: list[tuple[subprocess.Popen, Any, tuple[str, str, int, Path, list[str]]]] = []
+    todo = list(queue)
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            item = todo.pop(0)
+            tag, _, _, run_dir, cmd = item
+            log = args.output_dir / f"{run_dir.name}.log"
+            how = "resuming from last.pt" if (run_dir / "last.pt").is_file() else "training"
+            print(f"{tag}: {how} (log: {log})", flush=True)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(log, "a")
+            running.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh, item))
+        done = [r for r in running if r[0].poll() is not None]
+        if not done:
+            time.sleep(0.2 if args.jobs == 1 else 2.0)
+            continue
+        for entry in done:
+            running.remove(entry)
+            proc, fh, (tag, row, seed, run_dir, _) = entry
+            fh.close()
+            if proc.returncode != 0 or not (run_dir / "report.json").is_file():
+                print(f"{tag}: failed (exit {proc.returncode}); see {args.output_dir / (run_dir.name + '.log')}",
+                      file=sys.stderr, flush=True)
+                failed.append(run_dir.name)
+                continue
+            record(args.results, summarize(run_dir, row, seed, _recipe(row, args), list(args.override)))
+            print(f"{tag}: finished, recorded in {args.results}", flush=True)
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.table:
@@ -489,41 +544,37 @@ def main(argv: list[str] | None = None) -> int:
               "robustfer annotate-pose ferplus:$s --data-root DATA --out poses/ferplus_$s.csv; done\n"
               f"or leave out the rows that read them (--rows): {', '.join(needing)}.", file=sys.stderr)
         return 2
-    failed = []
+    if args.jobs > 1 and not any(o.startswith("train.threads=") for o in args.override):
+        # the cores shared out between the runs at once, unless the command line says otherwise
+        args.override.append(f"train.threads={max(1, (os.cpu_count() or 1) // args.jobs)}")
+        print(f"--jobs {args.jobs}: {args.override[-1]} for every run", flush=True)
+    failed: list[str] = []
     recorded = {(o.get("row"), o.get("seed"), o.get("recipe_hash")) for o in read_lines(args.results)}
+    queue: list[tuple[str, str, int, Path, list[str]]] = []  # (tag, row, seed, run dir, command)
     for k, (row, seed) in enumerate(pairs, 1):
-        name = run_name(row, seed)
+        name, tag = run_name(row, seed), f"[{k}/{len(pairs)}] {run_name(row, seed)}"
         run_dir = args.output_dir / name
         cmd = train_command(row, seed, args)
-        recipe = os.path.relpath(recipe_for(row, args.gpu), REPO)
         if args.dry_run:
             print(" ".join(cmd))
             continue
         want = recipe_hash(resolved(row, seed, args).to_dict())
         if not args.retrain_recorded and not run_dir.is_dir() and (row, seed, want) in recorded:
-            print(f"[{k}/{len(pairs)}] {name}: recorded in {args.results} (hash {want}), skipped; "
+            print(f"{tag}: recorded in {args.results} (hash {want}), skipped; "
                   "--retrain-recorded trains it again")
             continue
         if (run_dir / "report.json").is_file():
             have = recipe_hash(run_config(run_dir))
             if have != want:
-                print(f"[{k}/{len(pairs)}] {name}: finished with another config (hash {have}, the recipe now "
+                print(f"{tag}: finished with another config (hash {have}, the recipe now "
                       f"gives {want}); not recorded. Move {run_dir} away to train it again.", file=sys.stderr)
                 failed.append(name)
                 continue
-            print(f"[{k}/{len(pairs)}] {name}: finished, skipped")
+            print(f"{tag}: finished, skipped")
+            record(args.results, summarize(run_dir, row, seed, _recipe(row, args), list(args.override)))
         else:
-            log = args.output_dir / f"{name}.log"
-            how = "resuming from last.pt" if (run_dir / "last.pt").is_file() else "training"
-            print(f"[{k}/{len(pairs)}] {name}: {how} (log: {log})", flush=True)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "a") as fh:
-                rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
-            if rc != 0 or not (run_dir / "report.json").is_file():
-                print(f"[{k}/{len(pairs)}] {name}: failed (exit {rc}); see {log}", file=sys.stderr)
-                failed.append(name)
-                continue
-        record(args.results, summarize(run_dir, row, seed, recipe, list(args.override)))
+            queue.append((tag, row, seed, run_dir, cmd))
+    failed += train_queue(queue, args)
     if args.dry_run:
         return 0
     print(f"\nresults: {args.results}\n")

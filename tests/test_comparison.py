@@ -284,3 +284,34 @@ def test_runner_records_skips_resumes_and_tabulates(
     assert len(lines) == 4
     g = next(o for o in lines if o["row"] == "baseline" and o["seed"] == 0)
     assert g["recipe"] == "recipes/cmp_baseline_gpu.yaml" and g["run"].endswith("gpu/cmp_baseline_s0")
+
+
+@pytest.mark.slow
+def test_jobs_train_runs_at_once_and_record_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, results = tmp_path / "runs", tmp_path / "runs.jsonl"
+    overrides = [*TINY[1:], "data.eval=[synthetic:test]", "eval.occluders=none"]
+    argv = ["--rows", "baseline", "--seeds", "baseline=3", "--jobs", "2", "--output-dir", str(out),
+            "--results", str(results)] + [a for o in overrides for a in ("--override", o)]
+    assert cmp.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "--jobs 2: train.threads=" in text and text.count(": training (log:") == 3
+    assert text.count(": finished, recorded in") == 3
+    lines = cmp.read_lines(results)
+    assert sorted(o["seed"] for o in lines) == [0, 1, 2] and all(o["row"] == "baseline" for o in lines)
+    assert all(any(v.startswith("train.threads=") for v in o["overrides"]) for o in lines)
+    assert all((out / f"cmp_baseline_s{s}.log").read_text() for s in range(3))
+    # a failing run (here: resuming from a broken last.pt) is reported; the others still finish
+    results.unlink()
+    shutil.rmtree(out)
+    (out / "cmp_baseline_s1").mkdir(parents=True)
+    (out / "cmp_baseline_s1" / "last.pt").write_bytes(b"not a checkpoint")
+    assert cmp.main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("failed (exit") == 1 and "cmp_baseline_s1: failed" in captured.err
+    assert sorted(o["seed"] for o in cmp.read_lines(results)) == [0, 2]
+
+
+def test_jobs_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cmp.parse_args(["--jobs", "0"])
+    assert "--jobs 0: give at least 1" in capsys.readouterr().err
