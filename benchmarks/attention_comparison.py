@@ -480,6 +480,10 @@ def _recipe(row: str, args: argparse.Namespace) -> str:
     return os.path.relpath(recipe_for(row, args.gpu), REPO)
 
 
+def _log(run_dir: Path, args: argparse.Namespace) -> Path:
+    return args.output_dir / f"{run_dir.name}.log"
+
+
 def train_queue(queue: list[tuple[str, str, int, Path, list[str]]], args: argparse.Namespace) -> list[str]:
     """Train the queued runs, ``args.jobs`` at a time, each in its own process with its own log,
     in queue order; record each in the results file as it finishes. Returns the failed runs' names."""
@@ -490,7 +494,7 @@ def train_queue(queue: list[tuple[str, str, int, Path, list[str]]], args: argpar
         while todo and len(running) < args.jobs:
             item = todo.pop(0)
             tag, _, _, run_dir, cmd = item
-            log = args.output_dir / f"{run_dir.name}.log"
+            log = _log(run_dir, args)
             how = "resuming from last.pt" if (run_dir / "last.pt").is_file() else "training"
             print(f"{tag}: {how} (log: {log})", flush=True)
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -498,14 +502,14 @@ def train_queue(queue: list[tuple[str, str, int, Path, list[str]]], args: argpar
             running.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh, item))
         done = [r for r in running if r[0].poll() is not None]
         if not done:
-            time.sleep(0.2 if args.jobs == 1 else 2.0)
+            time.sleep(0.5)
             continue
         for entry in done:
             running.remove(entry)
             proc, fh, (tag, row, seed, run_dir, _) = entry
             fh.close()
             if proc.returncode != 0 or not (run_dir / "report.json").is_file():
-                print(f"{tag}: failed (exit {proc.returncode}); see {args.output_dir / (run_dir.name + '.log')}",
+                print(f"{tag}: failed (exit {proc.returncode}); see {_log(run_dir, args)}",
                       file=sys.stderr, flush=True)
                 failed.append(run_dir.name)
                 continue
@@ -552,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     recorded = {(o.get("row"), o.get("seed"), o.get("recipe_hash")) for o in read_lines(args.results)}
     queue: list[tuple[str, str, int, Path, list[str]]] = []  # (tag, row, seed, run dir, command)
     for k, (row, seed) in enumerate(pairs, 1):
-        name, tag = run_name(row, seed), f"[{k}/{len(pairs)}] {run_name(row, seed)}"
+        name = run_name(row, seed)
+        tag = f"[{k}/{len(pairs)}] {name}"
         run_dir = args.output_dir / name
         cmd = train_command(row, seed, args)
         if args.dry_run:
