@@ -403,7 +403,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each in its own process (default 1; with more, every run "
                         "gets train.threads=<cores / jobs> unless --override sets train.threads)")
-    p.add_argument("--dry-run", action="store_true", help="print the commands; train nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the commands of the runs it would train (the recorded ones, "
+                   "skipped, as # lines); train nothing")
     p.add_argument("--retrain-recorded", action="store_true",
                    help="train (and record again) the runs the results file already has under the "
                         "recipe's current hash, instead of skipping them")
@@ -560,13 +561,13 @@ def main(argv: list[str] | None = None) -> int:
         tag = f"[{k}/{len(pairs)}] {name}"
         run_dir = args.output_dir / name
         cmd = train_command(row, seed, args)
-        if args.dry_run:
-            print(" ".join(cmd))
-            continue
         want = recipe_hash(resolved(row, seed, args).to_dict())
         if not args.retrain_recorded and not run_dir.is_dir() and (row, seed, want) in recorded:
-            print(f"{tag}: recorded in {args.results} (hash {want}), skipped; "
+            print(f"{'# ' if args.dry_run else ''}{tag}: recorded in {args.results} (hash {want}), skipped; "
                   "--retrain-recorded trains it again")
+            continue
+        if args.dry_run:  # the runs it would train (or finish recording), in order
+            print(" ".join(cmd))
             continue
         if (run_dir / "report.json").is_file():
             have = recipe_hash(run_config(run_dir))

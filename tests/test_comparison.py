@@ -311,6 +311,23 @@ def test_jobs_train_runs_at_once_and_record_each(tmp_path: Path, capsys: pytest.
     assert sorted(o["seed"] for o in cmp.read_lines(results)) == [0, 2]
 
 
+def test_dry_run_prints_the_commands_it_would_train_and_marks_the_recorded_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "runs.jsonl"
+    args = cmp.parse_args(["--rows", "baseline", "--results", str(results)])
+    cmp.record(results, _line("baseline", 1, 80.0, h=cmp.recipe_hash(cmp.resolved("baseline", 1, args).to_dict())))
+    cmp.record(results, _line("baseline", 2, 80.0, h="an-older-recipe"))
+    assert cmp.main(["--rows", "baseline", "--seeds", "3", "--results", str(results), "--output-dir",
+                     str(tmp_path / "runs"), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split("--name ")[1].split()[0] for line in out if " train --config " in line] == [
+        "cmp_baseline_s0", "cmp_baseline_s2"]  # seed 2's line is of another recipe: trained again
+    assert [line for line in out if line.startswith("# ")] == [
+        next(line for line in out if "cmp_baseline_s1: recorded in" in line)]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_jobs_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cmp.parse_args(["--jobs", "0"])
