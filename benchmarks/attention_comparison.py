@@ -269,7 +269,7 @@ def summarize(run_dir: Path, row: str, seed: int, recipe: str, overrides: list[s
         "occluders": occ, "realistic": round(statistics.fmean(real), 3) if real else None,
         "ece": cal.get("ece"), "ece_before_temperature": cal.get("ece_before"),
         "params": sum(p.numel() for p in model.parameters()),
-        "train_wall_seconds": report.get("train_wall_seconds"),
+        "train_wall_seconds": report.get("train_wall_seconds"), "resumes": report.get("resumes"),
         "images_per_second": round(statistics.median(speeds), 1) if speeds else None,
         "hardware": report.get("hardware"), "created": report.get("created"),
     }
@@ -369,7 +369,7 @@ def table(lines: list[dict[str, Any]], latency: dict[str, Any] | None = None,
     out += ["", "Accuracy (%), mean ± std over seeds; occluders on the first eval set (FER2013Test); "
             "realistic occluders = mean of " + ", ".join(REALISTIC) + ". Train images/s: the median over "
             "the row's runs of each run's median epoch throughput; run wall: training, validation and the "
-            "final evaluation, mean over the runs (CPU: " + "; ".join(cpus) + "; each run's threads and "
+            "final evaluation (a resumed run's parts added up), mean over the runs (CPU: " + "; ".join(cpus) + "; each run's threads and "
             "hardware are in its line of the results file). " + RULE, *notes]
     if lat:
         cores = f", {latency['cpu_count']} cores" if latency.get("cpu_count") else ""

@@ -258,7 +258,9 @@ def test_runner_records_skips_resumes_and_tabulates(
     again = capsys.readouterr().out
     assert again.count("finished, skipped") == 3 and again.count("resuming from last.pt") == 1
     assert "resumed from" in (out / "cmp_ran_no_rb_s1.log").read_text()
-    assert len(cmp.read_lines(results)) == 4
+    lines = cmp.read_lines(results)
+    assert len(lines) == 4 and next(o for o in lines if (o["row"], o["seed"]) == ("ran_no_rb", 1))["resumes"] == 1
+    assert next(o for o in lines if (o["row"], o["seed"]) == ("ran_no_rb", 0))["resumes"] == 0
 
     # a fresh clone (no run folders) skips the runs the results file has under the current hash
     shutil.rmtree(out / "cmp_baseline_s1")

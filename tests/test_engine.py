@@ -256,6 +256,32 @@ def test_resume_after_interruption_is_exact(tmp_path, capsys, monkeypatch, save_
         assert torch.equal(v, v2), k
 
 
+def test_a_resumed_runs_wall_time_counts_its_interrupted_part(tmp_path, capsys, monkeypatch):
+    """``train_wall_seconds`` covers the whole run, not the resumed process alone."""
+    real_save = train_mod.save_training_state
+    saved: dict = {}
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if state["epoch"] == 1:
+            saved.update(state)
+            raise KeyboardInterrupt
+
+    evals = ["data.eval=[synthetic:test]", "eval.plots=false", "data.num_workers=0", "eval.occluders=none"]
+    monkeypatch.setattr(train_mod, "save_training_state", save_then_die)
+    assert train_cli(tmp_path, "r", "train.epochs=2", *evals) == 130
+    monkeypatch.setattr(train_mod, "save_training_state", real_save)
+    assert saved["wall_seconds"] > 0 and saved["resumes"] == 0
+    # the interrupted part, made long enough that the resumed process alone cannot account for it
+    state = torch.load(tmp_path / "r" / "last.pt", weights_only=False)
+    state["wall_seconds"] = 1000.0
+    torch.save(state, tmp_path / "r" / "last.pt")
+    assert train_cli(tmp_path, "r", "train.epochs=2", *evals) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert 1000.0 < report["train_wall_seconds"] < 1000.0 + 600 and report["resumes"] == 1
+    assert torch.load(tmp_path / "r" / "last.pt", weights_only=False)["resumes"] == 1
+
+
 def test_resume_mid_epoch_is_exact(tmp_path, capsys, monkeypatch):
     """A run killed inside epoch 2, after a mid-epoch save, resumes after the last saved batch
     (not at the epoch's start) and ends exactly like an uninterrupted run: the same weights,

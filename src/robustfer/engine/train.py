@@ -271,7 +271,8 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config) -> None:
-        self.t_start = time.time()
+        # the run's wall clock: a resumed run adds the time its interrupted runs had logged in last.pt
+        self.t_start, self.resumes = time.time(), 0
         self.cfg = cfg
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -405,6 +406,7 @@ class Trainer:
             "epoch": epoch_done, "best": self.best, "best_epoch": self.best_epoch, "history": self.history,
             "bad_epochs": self.bad_epochs, "torch_rng": torch.get_rng_state(),
             "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+            "wall_seconds": time.time() - self.t_start, "resumes": self.resumes,
             "meta": CheckpointMeta(**self.meta_base, epoch=epoch_done, metrics={}).to_strings(),
         }
         if self.ema is not None:
@@ -438,6 +440,9 @@ class Trainer:
         np.random.set_state(st["numpy_rng"])
         random.setstate(st["python_rng"])
         self.partial = st.get("partial")
+        # wall time up to the saved state counts (not the time between that save and the kill)
+        self.t_start -= float(st.get("wall_seconds", 0.0))
+        self.resumes = int(st.get("resumes", 0)) + 1
         where = (f"epoch {st['epoch']}" if self.partial is None else
                  f"step {self.partial['step']}/{self.steps_per_epoch} of epoch {self.partial['epoch']}")
         self.say(f"resumed from {self.last_path} after {where} (best {self.cfg.train.select_metric} "
@@ -641,7 +646,7 @@ class Trainer:
                     "temperature": meta.temperature, "temperature_fitted_on": self.val_ds.spec,
                     "selected_on": self.val_ds.spec, "best_epoch": self.best_epoch,
                     "seed": cfg.train.seed, "train_wall_seconds": round(time.time() - self.t_start, 1),
-                    "history": self.history}, plots=cfg.eval.plots)
+                    "resumes": self.resumes, "history": self.history}, plots=cfg.eval.plots)
                 print_summary(results)
         if cfg.eval.plots and self.history:
             from robustfer.engine.plots import plot_training_curves
