@@ -60,7 +60,7 @@ labels and RAN's landmarks, as in recipes/cmp_phanet.yaml and cmp_ran_landmarks.
 three for the baseline; seeds are 0 .. N-1); ``--override KEY=VALUE`` (repeatable) passes
 overrides to every run; ``--jobs 2`` trains two runs at once, one thread each (``train.threads`` is
 the cores divided by the jobs unless an override sets it), the next starting as one finishes; ``--dry-run``
-prints the commands.
+prints the commands of the runs it would train.
 
 On a GPU machine (one GPU; the repository and the datasets copied there, from the repository
 root): the same commands with ``--gpu``, which trains the rows' GPU counterparts
@@ -369,8 +369,8 @@ def table(lines: list[dict[str, Any]], latency: dict[str, Any] | None = None,
     out += ["", "Accuracy (%), mean ± std over seeds; occluders on the first eval set (FER2013Test); "
             "realistic occluders = mean of " + ", ".join(REALISTIC) + ". Train images/s: the median over "
             "the row's runs of each run's median epoch throughput; run wall: training, validation and the "
-            "final evaluation (a resumed run's parts added up), mean over the runs (CPU: " + "; ".join(cpus) + "; each run's threads and "
-            "hardware are in its line of the results file). " + RULE, *notes]
+            "final evaluation (a resumed run's parts added up), mean over the runs (CPU: " + "; ".join(cpus)
+            + "; each run's threads and hardware are in its line of the results file). " + RULE, *notes]
     if lat:
         cores = f", {latency['cpu_count']} cores" if latency.get("cpu_count") else ""
         out.insert(-len(notes) if notes else len(out),
@@ -403,8 +403,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each in its own process (default 1; with more, every run "
                         "gets train.threads=<cores / jobs> unless --override sets train.threads)")
-    p.add_argument("--dry-run", action="store_true", help="print the commands of the runs it would train (the recorded ones, "
-                   "skipped, as # lines); train nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the commands of the runs it would train (the recorded ones, skipped, "
+                        "as # lines); train nothing")
     p.add_argument("--retrain-recorded", action="store_true",
                    help="train (and record again) the runs the results file already has under the "
                         "recipe's current hash, instead of skipping them")

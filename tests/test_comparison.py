@@ -259,8 +259,8 @@ def test_runner_records_skips_resumes_and_tabulates(
     assert again.count("finished, skipped") == 3 and again.count("resuming from last.pt") == 1
     assert "resumed from" in (out / "cmp_ran_no_rb_s1.log").read_text()
     lines = cmp.read_lines(results)
-    assert len(lines) == 4 and next(o for o in lines if (o["row"], o["seed"]) == ("ran_no_rb", 1))["resumes"] == 1
-    assert next(o for o in lines if (o["row"], o["seed"]) == ("ran_no_rb", 0))["resumes"] == 0
+    resumes = {(o["row"], o["seed"]): o["resumes"] for o in lines}
+    assert len(lines) == 4 and resumes[("ran_no_rb", 1)] == 1 and resumes[("ran_no_rb", 0)] == 0
 
     # a fresh clone (no run folders) skips the runs the results file has under the current hash
     shutil.rmtree(out / "cmp_baseline_s1")
@@ -318,7 +318,8 @@ def test_dry_run_prints_the_commands_it_would_train_and_marks_the_recorded_ones(
 ) -> None:
     results = tmp_path / "runs.jsonl"
     args = cmp.parse_args(["--rows", "baseline", "--results", str(results)])
-    cmp.record(results, _line("baseline", 1, 80.0, h=cmp.recipe_hash(cmp.resolved("baseline", 1, args).to_dict())))
+    current = cmp.recipe_hash(cmp.resolved("baseline", 1, args).to_dict())
+    cmp.record(results, _line("baseline", 1, 80.0, h=current))
     cmp.record(results, _line("baseline", 2, 80.0, h="an-older-recipe"))
     assert cmp.main(["--rows", "baseline", "--seeds", "3", "--results", str(results), "--output-dir",
                      str(tmp_path / "runs"), "--dry-run"]) == 0
