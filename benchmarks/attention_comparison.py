@@ -405,7 +405,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "gets train.threads=<cores / jobs> unless --override sets train.threads)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the commands of the runs it would train (the recorded ones, skipped, "
-                        "as # lines); train nothing")
+                        "and the finished folders, recorded only, as # lines); train nothing")
     p.add_argument("--retrain-recorded", action="store_true",
                    help="train (and record again) the runs the results file already has under the "
                         "recipe's current hash, instead of skipping them")
@@ -567,8 +567,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'# ' if args.dry_run else ''}{tag}: recorded in {args.results} (hash {want}), skipped; "
                   "--retrain-recorded trains it again")
             continue
-        if args.dry_run:  # the runs it would train (or finish recording), in order
-            print(" ".join(cmd))
+        if args.dry_run:  # the runs it would train, in order; a finished folder is only recorded
+            finished = (run_dir / "report.json").is_file()
+            print(f"# {tag}: finished in {run_dir}, recorded, not trained" if finished else " ".join(cmd))
             continue
         if (run_dir / "report.json").is_file():
             have = recipe_hash(run_config(run_dir))

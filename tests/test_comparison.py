@@ -329,6 +329,15 @@ def test_dry_run_prints_the_commands_it_would_train_and_marks_the_recorded_ones(
     assert [line for line in out if line.startswith("# ")] == [
         next(line for line in out if "cmp_baseline_s1: recorded in" in line)]
     assert not (tmp_path / "runs").exists()
+    # a finished run folder is recorded when the runner meets it, not trained: the dry run says so
+    (tmp_path / "runs" / "cmp_baseline_s0").mkdir(parents=True)
+    (tmp_path / "runs" / "cmp_baseline_s0" / "report.json").write_text("{}")
+    assert cmp.main(["--rows", "baseline", "--seeds", "3", "--results", str(results), "--output-dir",
+                     str(tmp_path / "runs"), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split("--name ")[1].split()[0] for line in out if " train --config " in line] == [
+        "cmp_baseline_s2"]
+    assert any(line.startswith("# [1/3] cmp_baseline_s0: finished in ") for line in out)
 
 
 def test_jobs_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
