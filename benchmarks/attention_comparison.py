@@ -567,19 +567,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'# ' if args.dry_run else ''}{tag}: recorded in {args.results} (hash {want}), skipped; "
                   "--retrain-recorded trains it again")
             continue
-        if args.dry_run:  # the runs it would train, in order; a finished folder is only recorded
-            finished = (run_dir / "report.json").is_file()
-            print(f"# {tag}: finished in {run_dir}, recorded, not trained" if finished else " ".join(cmd))
-            continue
         if (run_dir / "report.json").is_file():
             have = recipe_hash(run_config(run_dir))
             if have != want:
                 print(f"{tag}: finished with another config (hash {have}, the recipe now "
                       f"gives {want}); not recorded. Move {run_dir} away to train it again.", file=sys.stderr)
                 failed.append(name)
-                continue
-            print(f"{tag}: finished, skipped")
-            record(args.results, summarize(run_dir, row, seed, _recipe(row, args), list(args.override)))
+            elif args.dry_run:  # a finished folder is only recorded
+                print(f"# {tag}: finished in {run_dir}, recorded, not trained")
+            else:
+                print(f"{tag}: finished, skipped")
+                record(args.results, summarize(run_dir, row, seed, _recipe(row, args), list(args.override)))
+        elif args.dry_run:  # the runs it would train, in order
+            print(" ".join(cmd))
         else:
             queue.append((tag, row, seed, run_dir, cmd))
     failed += train_queue(queue, args)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from robustfer.cli import main as cli
-from robustfer.engine.config import load_config
+from robustfer.engine.config import dump_config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -329,15 +329,23 @@ def test_dry_run_prints_the_commands_it_would_train_and_marks_the_recorded_ones(
     assert [line for line in out if line.startswith("# ")] == [
         next(line for line in out if "cmp_baseline_s1: recorded in" in line)]
     assert not (tmp_path / "runs").exists()
-    # a finished run folder is recorded when the runner meets it, not trained: the dry run says so
-    (tmp_path / "runs" / "cmp_baseline_s0").mkdir(parents=True)
-    (tmp_path / "runs" / "cmp_baseline_s0" / "report.json").write_text("{}")
-    assert cmp.main(["--rows", "baseline", "--seeds", "3", "--results", str(results), "--output-dir",
-                     str(tmp_path / "runs"), "--dry-run"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert [line.split("--name ")[1].split()[0] for line in out if " train --config " in line] == [
-        "cmp_baseline_s2"]
+    # a finished run folder is recorded when the runner meets it, not trained: the dry run says so;
+    # one finished under another config is neither recorded nor trained, and it says that too
+    argv = ["--rows", "baseline", "--seeds", "3", "--results", str(results), "--output-dir",
+            str(tmp_path / "runs"), "--dry-run"]
+    for seed, lr in ((0, None), (2, 0.5)):
+        cfg = cmp.resolved("baseline", seed, cmp.parse_args(argv))
+        if lr is not None:
+            cfg.optim.lr = lr
+        (tmp_path / "runs" / f"cmp_baseline_s{seed}").mkdir(parents=True)
+        (tmp_path / "runs" / f"cmp_baseline_s{seed}" / "config.yaml").write_text(dump_config(cfg))
+        (tmp_path / "runs" / f"cmp_baseline_s{seed}" / "report.json").write_text("{}")
+    assert cmp.main(argv) == 0
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert not [line for line in out if " train --config " in line]
     assert any(line.startswith("# [1/3] cmp_baseline_s0: finished in ") for line in out)
+    assert "cmp_baseline_s2: finished with another config" in captured.err
 
 
 def test_jobs_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:

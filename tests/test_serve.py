@@ -325,7 +325,7 @@ def test_a_body_that_trickles_in_answers_408(live_server) -> None:
             # the headers and the body may arrive in separate packets: read the body to its length
             head, _, body = reply.partition(b"\r\n\r\n")
             length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
-            s.setblocking(True)
+            s.settimeout(5)
             while length and len(body) < int(length.group(1)):
                 chunk = s.recv(4096)
                 if not chunk:
