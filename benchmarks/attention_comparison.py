@@ -109,8 +109,8 @@ except ImportError:  # Windows: runners side by side may then lose a line; --job
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 #: The rows, in table order; row ``r`` is ``recipes/cmp_<r>.yaml`` (``cmp_<r>_gpu.yaml`` with --gpu).
-ROWS = ("baseline", "ran", "ran_landmarks", "ran_no_rb", "scan_cci", "phanet", "phanet_no_pose", "aha",
-        "aha_concat")
+ROWS = ("baseline", "ran", "ran_landmarks", "ran_no_rb", "baseline_resnet18", "scan_cci", "phanet",
+        "phanet_no_pose", "aha", "aha_concat")
 BASELINE = "baseline"
 DEFAULT_SEEDS = ["2", f"{BASELINE}=3"]
 DEFAULT_RESULTS = REPO / "docs" / "results" / "attention_runs.jsonl"

@@ -104,6 +104,21 @@ def test_ran_landmarks_row_crops_around_each_faces_own_landmarks() -> None:
         load_config(RECIPES / "cmp_ran.yaml").to_dict(), "name", "model.options.regions", "data.landmark_file")
 
 
+def test_resnet18_row_is_scan_ccis_trunk_without_its_attention() -> None:
+    """cmp_baseline_resnet18 separates SCAN-CCI's attention from its trunk: the same ResNet-18
+    layers (width, stem, cut after layer3), parameter for parameter, then pooling and a linear head."""
+    from robustfer.models import create_model
+
+    def build(name: str):
+        m = load_config(RECIPES / name).model
+        return create_model(m.name, num_classes=8, in_chans=1, **m.options)
+
+    trunk = {k: v.shape for k, v in build("cmp_baseline_resnet18.yaml").backbone.state_dict().items()}
+    scan = {k: v.shape for k, v in build("cmp_scan_cci.yaml").backbone.state_dict().items()}
+    assert trunk == scan and any(k.startswith("stages.2.") for k in trunk)
+    assert not any(k.startswith("stages.3.") for k in trunk)
+
+
 def test_recipe_hash_ignores_names_seeds_and_speed_settings() -> None:
     a = load_config(RECIPES / "cmp_ran.yaml").to_dict()
     # an option added with a None default does not change the hash of recipes that leave it unset

@@ -57,8 +57,8 @@ _PHANET = {"depth": 40, "growth_rate": 12, "bottleneck": False, "compression": 1
 
 #: Every registered variant: (family class, config class, its options in order with their defaults).
 DEFAULTS: dict[str, tuple[type[nn.Module], type[ModelConfig], dict]] = {
-    "resnet18": (ResNetClassifier, ResNetConfig, {**_RESNET_TRUNK, "drop_rate": 0.0}),
-    "resnet50": (ResNetClassifier, ResNetConfig, {**_RESNET_TRUNK, "drop_rate": 0.0}),
+    "resnet18": (ResNetClassifier, ResNetConfig, {**_RESNET_TRUNK, "num_stages": 4, "drop_rate": 0.0}),
+    "resnet50": (ResNetClassifier, ResNetConfig, {**_RESNET_TRUNK, "num_stages": 4, "drop_rate": 0.0}),
     "compact_cnn": (CompactCNN, CompactCnnConfig,
                     {"width": 1.0, "convs_per_stage": (1, 2, 2, 2), "drop_rate": 0.3}),
     "ran_resnet18": (RAN, RanConfig, {**_RESNET_TRUNK, **_RAN}),

@@ -35,9 +35,12 @@ class ResNetConfig(TrunkConfig):
 
     Attributes:
         backbone: ``resnet18``, ``resnet34`` or ``resnet50``; fixed by the registered name.
+        num_stages: residual stages kept (4 = the whole trunk; 3 = cut after layer3, SCAN-CCI's
+            trunk, the control that separates SCAN-CCI's attention from its trunk).
         drop_rate: dropout before the linear head.
     """
 
+    num_stages: int = 4
     drop_rate: float = 0.0
 
 
