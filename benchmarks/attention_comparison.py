@@ -336,6 +336,14 @@ def table(lines: list[dict[str, Any]], latency: dict[str, Any] | None = None,
     the accuracy columns (:data:`COMPACT_COLUMNS` for the README)."""
     by_row, notes = current_lines(lines)
     base = by_row.get(BASELINE, [])
+    # Speed and wall columns compare like with like: only runs on the thread count most runs used.
+    threads = [(o.get("hardware") or {}).get("threads") for rs in by_row.values() for o in rs]
+    usual = statistics.mode(threads) if threads else None
+    odd = [f"`{o['row']}` seed {o['seed']}" for rs in by_row.values() for o in rs
+           if (o.get("hardware") or {}).get("threads") != usual]
+    if odd:
+        notes.append(f"Train images/s and run wall leave out {', '.join(odd)}: trained (or finished) on a "
+                     f"thread count other than the {usual} of the other runs.")
     lat = (latency or {}).get("rows", {})
     head = ["row", *(h for h, _ in columns), "params", *(["ms/face"] if lat else []), "train images/s",
             "run wall (min)", "seeds"]
@@ -359,9 +367,10 @@ def table(lines: list[dict[str, Any]], latency: dict[str, Any] | None = None,
         cells.append(", ".join(f"{p / 1e6:.2f} M" for p in sorted(params)) or "-")
         if lat:
             cells.append(f"{lat[row]['ms_per_face']:.2f}" if row in lat else "-")
-        speed = [o["images_per_second"] for o in runs if o.get("images_per_second")]
+        timed = [o for o in runs if (o.get("hardware") or {}).get("threads") == usual]
+        speed = [o["images_per_second"] for o in timed if o.get("images_per_second")]
         cells.append(f"{statistics.median(speed):.0f}" if speed else "-")
-        wall = [o["train_wall_seconds"] for o in runs if o.get("train_wall_seconds")]
+        wall = [o["train_wall_seconds"] for o in timed if o.get("train_wall_seconds")]
         cells.append(f"{statistics.fmean(wall) / 60:.0f}" if wall else "-")
         cells.append(str(len({o["seed"] for o in runs})))
         out.append("| " + " | ".join(cells) + " |")

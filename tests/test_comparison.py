@@ -205,6 +205,20 @@ def test_table_marks_differences_beyond_the_seed_spread() -> None:
     assert "**85.50 ± 0.71 (+4.50)**" in compact and "72.00" not in compact
 
 
+def test_speed_columns_leave_out_runs_on_another_thread_count() -> None:
+    def timed(row: str, seed: int, threads: int, speed: float, wall: float) -> dict:
+        return {**_line(row, seed, 80.0), "hardware": {"threads": threads}, "images_per_second": speed,
+                "train_wall_seconds": wall}
+
+    lines = [timed("baseline", s, 1, 300.0 + s, 600.0) for s in range(3)]
+    lines += [timed("ran", 0, 1, 100.0, 1200.0), timed("ran", 1, 2, 180.0, 660.0)]
+    text = cmp.table(lines)
+    rows = {r.split("|")[1].strip(): r for r in text.splitlines() if r.startswith("| `")}
+    assert rows["`ran`"].rstrip(" |").endswith("| 100 | 20 | 2")  # seed 1 (2 threads) not in speed or wall
+    assert rows["`baseline`"].rstrip(" |").endswith("| 301 | 10 | 3")
+    assert "leave out `ran` seed 1" in text and "other than the 1 of" in text
+
+
 def test_latency_of_every_row_goes_into_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                  one_thread: None) -> None:
     lat_file = tmp_path / "lat.json"
