@@ -209,6 +209,18 @@ def test_unknown_option_is_named() -> None:
     assert "'widht'" in msg and "width" in msg
 
 
+@pytest.mark.parametrize("stages", [0, 5])
+def test_resnet_stage_count_out_of_range_is_refused(stages: int) -> None:
+    with pytest.raises(ValueError, match=f"num_stages={stages}.*1 to 4"):
+        create_model("resnet18", num_stages=stages)
+
+
+def test_resnet_cut_after_layer3_ends_with_layer3s_channels() -> None:
+    model = create_model("resnet18", num_classes=8, in_chans=1, num_stages=3)
+    assert len(model.backbone.stages) == 3 and model.backbone.num_features == 256
+    assert model(torch.randn(2, 1, 48, 48)).logits.shape == (2, 8)
+
+
 def test_duplicate_registration_is_an_error() -> None:
     def other(num_classes: int = 8, in_chans: int = 1) -> nn.Module:
         return nn.Linear(1, num_classes)

@@ -138,6 +138,9 @@ class ResNet(nn.Module):
         super().__init__()
         if depth not in _DEPTHS:
             raise ValueError(f"ResNet depth {depth} is not supported; use one of {list(_DEPTHS)}.")
+        if num_stages not in (1, 2, 3, 4):
+            raise ValueError(f"num_stages={num_stages}: a ResNet keeps 1 to 4 residual stages; "
+                             "use 4 for the whole trunk, 3 to stop after layer3.")
         block, layers = _DEPTHS[depth]
         widths = scale_widths(RESNET_WIDTHS, width)
         self.conv1 = nn.Conv2d(in_chans, widths[0], stem_kernel, stem_stride, stem_kernel // 2, bias=False)
