@@ -309,6 +309,10 @@ def _value(line: dict[str, Any], field: str) -> float | None:
     return line.get(field)
 
 
+def _threads(line: dict[str, Any]) -> int | None:
+    return (line.get("hardware") or {}).get("threads")
+
+
 def _stats(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
@@ -337,10 +341,9 @@ def table(lines: list[dict[str, Any]], latency: dict[str, Any] | None = None,
     by_row, notes = current_lines(lines)
     base = by_row.get(BASELINE, [])
     # Speed and wall columns compare like with like: only runs on the thread count most runs used.
-    threads = [(o.get("hardware") or {}).get("threads") for rs in by_row.values() for o in rs]
+    threads = [_threads(o) for rs in by_row.values() for o in rs]
     usual = statistics.mode(threads) if threads else None
-    odd = [f"`{o['row']}` seed {o['seed']}" for rs in by_row.values() for o in rs
-           if (o.get("hardware") or {}).get("threads") != usual]
+    odd = [f"`{o['row']}` seed {o['seed']}" for rs in by_row.values() for o in rs if _threads(o) != usual]
     if odd:
         notes.append(f"Train images/s and run wall leave out {', '.join(odd)}: trained (or finished) on a "
                      f"thread count other than the {usual} of the other runs.")
@@ -367,7 +370,7 @@ def table(lines: list[dict[str, Any]], latency: dict[str, Any] | None = None,
         cells.append(", ".join(f"{p / 1e6:.2f} M" for p in sorted(params)) or "-")
         if lat:
             cells.append(f"{lat[row]['ms_per_face']:.2f}" if row in lat else "-")
-        timed = [o for o in runs if (o.get("hardware") or {}).get("threads") == usual]
+        timed = [o for o in runs if _threads(o) == usual]
         speed = [o["images_per_second"] for o in timed if o.get("images_per_second")]
         cells.append(f"{statistics.median(speed):.0f}" if speed else "-")
         wall = [o["train_wall_seconds"] for o in timed if o.get("train_wall_seconds")]
